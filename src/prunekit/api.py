@@ -1,0 +1,126 @@
+"""Entry points of mask pruning: `prune` runs a recipe on a model, `measure` adds measured before/after metrics.
+
+    report = prunekit.prune(model, "recipe.yaml", example_inputs=x)   # masks attached, model pruned in place
+    prunekit.finalize(model)                                          # zeros baked in, hooks gone
+    prunekit.measure(report, dense, model, x, evaluate=accuracy)      # latency, memory, file size, task metric
+    report.print(); report.save("out/")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+import prunekit.methods  # noqa: F401  (registers the built-in methods)
+from prunekit.config import Config
+from prunekit.errors import PrunekitError
+from prunekit.eval import PruneReport, build_report, compare_models, count_model
+from prunekit.layers import execution_order
+from prunekit.methods.base import PruneContext
+from prunekit.recipes import Recipe, Stage, load_recipe, parse_recipe
+from prunekit.registry import METHODS
+
+RecipeLike = Recipe | str | Path | Mapping[str, Any] | Stage
+# Metric names where lower is better; every other task metric (accuracy, f1, ...) is higher-is-better.
+_LOWER_IS_BETTER = ("loss", "perplexity", "ppl", "error", "nll")
+
+
+def list_methods() -> list[str]:
+    """Names of the registered pruning methods."""
+    return METHODS.names()
+
+
+def as_recipe(recipe: RecipeLike) -> Recipe:
+    """Accept a Recipe, a YAML path, a recipe mapping ({"stages": [...]}) or a single Stage."""
+    if isinstance(recipe, Recipe):
+        return recipe
+    if isinstance(recipe, Stage):
+        return Recipe((recipe,))
+    if isinstance(recipe, (str, Path)):
+        return load_recipe(recipe)
+    if isinstance(recipe, Mapping):
+        return parse_recipe(dict(recipe))
+    raise PrunekitError(f"recipe must be a Recipe, a YAML path or a mapping, got {type(recipe).__name__}")
+
+
+def stage(method: str, **options: Any) -> Stage:
+    """Build one validated stage in Python: `stage("magnitude", sparsity=0.5, scope="global")`."""
+    return parse_recipe({"stages": [{"method": method, **options}]}, source="stage").stages[0]
+
+
+def prune(
+    model: nn.Module,
+    recipe: RecipeLike,
+    example_inputs: Any = None,
+    *,
+    model_spec: str | None = None,
+    progress: bool = False,
+) -> PruneReport:
+    """Run every stage of `recipe` on `model` in place and return the report (counts, per-layer status).
+
+    Args:
+        model: the model to prune; masks are attached as parametrizations (call `finalize` to bake them in).
+        recipe: a Recipe, a YAML path, a `{"stages": [...]}` mapping or a `stage(...)`.
+        example_inputs: inputs for one forward (Tensor, tuple or dict); used to find the first layer executed
+            (protected by default) and to count MACs. Without them, module order stands in and MACs are not counted.
+        model_spec: how the model was given, recorded in the report.
+        progress: show per-stage progress.
+    """
+    recipe = as_recipe(recipe)
+    base = count_model(model, example_inputs)
+    order = execution_order(model, example_inputs) if example_inputs is not None else None
+    ctx = PruneContext(example_inputs=example_inputs, execution_order=order, progress=progress)
+    layer_info: dict[str, dict[str, Any]] = {}
+    for st in recipe.stages:
+        result = METHODS.get(st.method)().apply(model, st.config, ctx)
+        for name, info in result.layers.items():
+            if layer_info.get(name, {}).get("status") == "pruned" and info["status"] != "pruned":
+                continue  # an earlier stage pruned it; a later skip does not undo that
+            layer_info[name] = {k: v for k, v in info.items() if k in ("status", "reason", "pattern")}
+    target = _target_sparsity(recipe.stages[-1].config)
+    return build_report(
+        model,
+        example_inputs,
+        layer_info=layer_info,
+        base_count=base,
+        stages=[s.to_dict() for s in recipe.stages],
+        model_spec=model_spec,
+        target_sparsity=target,
+    )
+
+
+def _target_sparsity(cfg: Config) -> float | None:
+    value = getattr(cfg, "target_sparsity", None)
+    return float(value) if value is not None else None
+
+
+def measure(
+    report: PruneReport,
+    dense: nn.Module,
+    pruned: nn.Module,
+    example_inputs: Any,
+    *,
+    evaluate: Callable[[nn.Module], Mapping[str, float]] | None = None,
+    latency: bool = True,
+    iters: int = 30,
+) -> PruneReport:
+    """Measure `dense` and `pruned` the same way and add the before/after metrics to `report` (returned).
+
+    Args:
+        evaluate: model -> {metric name: value}, e.g. held-out accuracy; run on both models.
+        latency: time both models (alternating rounds, same inputs and threads).
+        iters: timed runs per latency round.
+    """
+    if evaluate is not None:
+        before, after = dict(evaluate(dense)), dict(evaluate(pruned))
+        for name, value in before.items():
+            lower = any(tok in name.lower() for tok in _LOWER_IS_BETTER)
+            report.add_metric(name, float(value), float(after[name]), higher_is_better=not lower, note="task metric")
+    for pair in compare_models(dense, pruned, example_inputs, latency=latency, iters=iters):
+        report.add_metric(
+            pair.name, pair.before, pair.after, unit=pair.unit, higher_is_better=pair.higher_is_better, note=pair.note
+        )
+    return report

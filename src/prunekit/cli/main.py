@@ -1,0 +1,75 @@
+"""Entry point of the `prunekit` command: argument parsing and the user-error boundary.
+
+Every `PrunekitError` (a user mistake) becomes one line on stderr and exit code 2; argparse errors too. Anything
+else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from prunekit._version import __version__
+from prunekit.errors import PrunekitError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage dump) and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise PrunekitError(f"{message} (see '{self.prog} --help')")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (sub-commands: prune, report, validate, list, demo)."""
+    parser = _Parser(prog="prunekit", description="Prune PyTorch models and measure what the pruning really saved.")
+    parser.add_argument("--version", action="version", version=f"prunekit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("prune", help="run a recipe on a model and write the pruned model + report to DIR")
+    p.add_argument("recipe", help="YAML recipe file (stages: [{method: NAME, ...}])")
+    p.add_argument("--model", required=True, help="HF folder, 'timm:NAME' or 'module:function'")
+    p.add_argument("--out", required=True, help="output folder (must not exist unless --overwrite)")
+    p.add_argument("--data", help="built-in dataset (digits, mnist1d, shakespeare, shakespeare-genre) or module:function")
+    p.add_argument("--checkpoint", help="weights to load into the model (.safetensors or a weights-only torch file)")
+    p.add_argument("--input-shape", help="example input shape for tracing, e.g. 1,3,224,224 (when --data gives none)")
+    p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
+    p.add_argument("--no-measure", action="store_true", help="skip latency / memory / file-size measurements")
+
+    p = sub.add_parser("report", help="print the report saved in DIR")
+    p.add_argument("dir", help="an output folder written by 'prunekit prune' or 'prunekit demo'")
+
+    p = sub.add_parser("validate", help="check a recipe and print it with every default resolved")
+    p.add_argument("recipe")
+
+    sub.add_parser("list", help="list the registered methods, patterns, importance criteria and schedules")
+
+    p = sub.add_parser("demo", help="train/load a digits CNN, prune 80%%, fine-tune, measure and report")
+    p.add_argument("--out", help="output folder (default: prunekit-demo/<timestamp>)")
+    p.add_argument("--quick", action="store_true", help="a smaller, faster run (for tests)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the exit code (0 ok, 2 user error, 130 interrupted)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 0
+        from prunekit.cli import commands
+
+        return int(getattr(commands, f"cmd_{args.command}")(args) or 0)
+    except PrunekitError as exc:
+        print(f"prunekit: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("prunekit: interrupted; no output folder was left half-written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""Text renderings of a `PruneReport`: Markdown for report.md and rich tables for the terminal.
+
+Both show the same things in the same order: the before/after metric table, the savings lines, the per-layer table
+and the skipped layers with their reasons. The terminal table is compact for big models (the largest layers plus
+"... K more rows"); report.md always lists every layer.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from prunekit.eval._savings import format_value, metric_label
+
+if TYPE_CHECKING:
+    from prunekit.eval.report import LayerRow, MetricPair, PruneReport
+
+
+def _ratio_text(pair: MetricPair) -> str:
+    return "-" if pair.ratio is None else f"{pair.ratio:.3f}x"
+
+
+def _shape_text(row: LayerRow) -> str:
+    return "-" if row.shape is None else "x".join(str(s) for s in row.shape)
+
+
+def _count(value: int | None) -> str:
+    return format_value(value, "count")
+
+
+def _md_cell(value: Any) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+    return lines + [""]
+
+
+def _layer_cells(row: LayerRow) -> list[str]:
+    return [
+        row.name or "(model)",
+        row.type,
+        _shape_text(row),
+        _count(row.params),
+        _count(row.nonzeros),
+        f"{row.sparsity:.1%}" if row.params else "-",
+        row.pattern or "-",
+        row.status,
+        _count(row.macs),
+        _count(row.effective_macs),
+    ]
+
+
+LAYER_HEADER = ["layer", "type", "shape", "params", "non-zeros", "sparsity", "pattern", "status", "MACs", "eff. MACs"]
+
+
+def _metric_cells(pair: MetricPair) -> list[str]:
+    better = "higher" if pair.higher_is_better else "lower"
+    return [metric_label(pair.name), format_value(pair.before, pair.unit), format_value(pair.after, pair.unit),
+            _ratio_text(pair), f"{better} is better" + (f"; {pair.note}" if pair.note else "")]
+
+
+METRIC_HEADER = ["metric", "before", "after", "after/before", "note"]
+
+
+def report_markdown(report: PruneReport) -> str:
+    """The whole report as Markdown text."""
+    t = report.totals
+    lines = ["# Prune report", ""]
+    spec = report.model_spec if isinstance(report.model_spec, str) or report.model_spec is None else json.dumps(
+        report.model_spec)
+    versions = ", ".join(f"{k} {v}" for k, v in report.versions.items())
+    lines += [f"- model: {spec or 'not recorded'}", f"- created: {report.created or 'not recorded'} ({versions})",
+              f"- MACs counted for inputs: {report.inputs or 'none given'} (whole batch)",
+              f"- params: {_count(t.params)}, non-zeros: {_count(t.nonzeros)}, sparsity: {t.sparsity:.1%} overall, "
+              f"{t.targeted_sparsity:.1%} over pruned layers", ""]
+    lines += ["## Summary", ""]
+    if report.metrics:
+        lines += _md_table(METRIC_HEADER, [_metric_cells(m) for m in report.metrics])
+    else:
+        lines += ["No before/after metrics were measured.", ""]
+    lines += ["## What was really saved", ""]
+    lines += [f"- {line}" for line in report.savings_summary()] + [""]
+    lines += ["## Layers", ""]
+    lines += _md_table(LAYER_HEADER, [_layer_cells(row) for row in report.layers])
+    lines += ["## Skipped layers", ""]
+    if report.skipped:
+        lines += _md_table(["layer", "type", "reason"], [[r.name, r.type, r.reason or "-"] for r in report.skipped])
+    else:
+        lines += ["None.", ""]
+    if report.stages:
+        lines += ["## Stages", "", "```json", json.dumps(report.stages, indent=2, default=str), "```", ""]
+    return "\n".join(lines)
+
+
+def _compact_rows(rows: list[LayerRow], max_rows: int) -> tuple[list[LayerRow], int]:
+    """The `max_rows` rows with the most params + MACs, in model order, and how many were left out."""
+    if len(rows) <= max_rows:
+        return rows, 0
+    order = sorted(range(len(rows)), key=lambda i: (rows[i].params + (rows[i].macs or 0)), reverse=True)
+    keep = sorted(order[:max_rows])
+    return [rows[i] for i in keep], len(rows) - max_rows
+
+
+def print_report(report: PruneReport, console: Any = None, max_rows: int = 25) -> None:
+    """Print the metric table, the layer table (compact) and the savings lines with rich."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    if report.metrics:
+        metrics = Table(title="Before / after", title_justify="left")
+        for i, name in enumerate(METRIC_HEADER):
+            metrics.add_column(name, justify="right" if 0 < i < 4 else "left")
+        for pair in report.metrics:
+            metrics.add_row(*_metric_cells(pair))
+        console.print(metrics)
+    rows, hidden = _compact_rows(report.layers, max_rows)
+    layers = Table(title=f"Layers ({len(report.layers)})", title_justify="left")
+    for i, name in enumerate(LAYER_HEADER):
+        layers.add_column(name, justify="right" if i in (3, 4, 5, 8, 9) else "left", overflow="fold")
+    style = {"pruned": "green", "skipped": "yellow", "untouched": "dim"}
+    for row in rows:
+        layers.add_row(*_layer_cells(row), style=style.get(row.status))
+    if hidden:
+        layers.add_row(f"... {hidden} more rows", *[""] * 9, style="italic")
+    console.print(layers)
+    if report.skipped:
+        skipped = Table(title="Skipped layers", title_justify="left")
+        skipped.add_column("layer")
+        skipped.add_column("reason")
+        for row in report.skipped:
+            skipped.add_row(row.name, row.reason or "-")
+        console.print(skipped)
+    console.print("[bold]What was really saved[/bold]")
+    for line in report.savings_summary():
+        console.print(f"  - {line}", markup=False, highlight=False)

@@ -1,0 +1,11 @@
+"""Registered pruning methods. Importing this package registers every built-in method in `registry.METHODS`.
+
+Adding a method: one folder here with `config.py` (a `Config` subclass) and `method.py` (a `Method` subclass
+decorated with `@register_method`), plus one import line below; the conformance suite picks it up from the registry.
+"""
+
+from prunekit.methods.base import Method, PruneContext, StageResult, register_method
+from prunekit.methods.magnitude.method import MagnitudeMethod
+from prunekit.methods.random.method import RandomMethod
+
+__all__ = ["MagnitudeMethod", "Method", "PruneContext", "RandomMethod", "StageResult", "register_method"]

@@ -1,0 +1,85 @@
+"""The config shared by mask-pruning methods (magnitude, random, and later ones that choose weights one by one)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from prunekit.config import Config
+from prunekit.config.targets import check_pattern
+from prunekit.errors import PrunekitError
+from prunekit.patterns import parse_pattern
+
+
+class MaskPruningConfig(Config):
+    """Sparsity, pattern, scope, targets and the guards every mask-pruning method shares."""
+
+    sparsity: float | None = Field(
+        None, ge=0.0, lt=1.0, description="Fraction of weights to zero in [0, 1). Implied by an N:M pattern."
+    )
+    pattern: str = Field(
+        "unstructured", description='"unstructured", "N:M" (e.g. "2:4") or "block:RxC" (e.g. "block:4x1").'
+    )
+    scope: Literal["layer", "global"] = Field(
+        "layer", description="layer: each targeted layer to the sparsity; global: one threshold across all of them."
+    )
+    targets: tuple[str, ...] | None = Field(
+        None, description="Module names or 're:REGEX' to prune; default: every Linear / Conv layer."
+    )
+    ignore: tuple[str, ...] = Field((), description="Module names or 're:REGEX' to leave dense.")
+    protect_first: bool = Field(True, description="Leave the first layer (the one reading the input) dense.")
+    protect_last: bool = Field(True, description="Leave the last layer (classifier / LM head) dense.")
+    min_density: float = Field(
+        0.02, ge=0.0, lt=1.0, description="Per-layer density floor that global pruning never crosses."
+    )
+    strict: bool = Field(False, description="Turn every skipped layer that targets matched into an error.")
+
+    @field_validator("pattern")
+    @classmethod
+    def _canonical_pattern(cls, value: str) -> str:
+        return parse_pattern(value).name
+
+    @field_validator("targets", "ignore")
+    @classmethod
+    def _check_entries(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        for entry in value or ():
+            check_pattern(entry)
+        return value
+
+    @field_validator("targets")
+    @classmethod
+    def _not_empty(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is not None and len(value) == 0:
+            raise PrunekitError("targets is empty: omit it to target every Linear / Conv layer")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> MaskPruningConfig:
+        pat = parse_pattern(self.pattern)
+        implied = pat.implied_sparsity()
+        if implied is None and self.sparsity is None:
+            raise PrunekitError(f"sparsity is required with pattern {self.pattern!r} (a number in [0, 1))")
+        if implied is not None and self.sparsity is not None and abs(self.sparsity - implied) > 1e-9:
+            raise PrunekitError(
+                f"sparsity {self.sparsity} contradicts pattern {self.pattern!r}, which implies {implied:g}; "
+                "omit sparsity or set it to that value"
+            )
+        if self.scope == "global" and not pat.supports_global:
+            raise PrunekitError(
+                f"scope 'global' does not apply to pattern {self.pattern!r} (every group of M is pruned alike); "
+                "use scope: layer"
+            )
+        target = self.target_sparsity
+        if self.scope == "layer" and 1.0 - target < self.min_density - 1e-12:
+            raise PrunekitError(
+                f"sparsity {target:g} leaves density {1 - target:g}, below min_density {self.min_density:g}; "
+                "lower sparsity or min_density"
+            )
+        return self
+
+    @property
+    def target_sparsity(self) -> float:
+        """The sparsity to reach: the given one, or the one the N:M pattern implies."""
+        implied = parse_pattern(self.pattern).implied_sparsity()
+        return float(self.sparsity if self.sparsity is not None else implied)  # type: ignore[arg-type]

@@ -1,0 +1,1 @@
+"""Random pruning: a seeded baseline that every real criterion must beat."""
