@@ -10,7 +10,7 @@ import torch
 
 from prunekit.data import LlamaRecipe, load_dataset, perplexity, tiny_llama, tiny_llama_path
 from prunekit.data.models import llama as tl_mod
-from prunekit.data.tokenizer import build_char_tokenizer, char_vocab
+from prunekit.data.tokenizer import build_char_tokenizer, char_vocab, encode_chars
 from prunekit.errors import PrunekitError
 
 TINY = LlamaRecipe(hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=64, seq_len=32,
@@ -36,6 +36,8 @@ def test_char_tokenizer_round_trip(tmp_path):
     ids = tok(text, add_special_tokens=False)["input_ids"]
     assert len(ids) == len(text) and tok.decode(ids) == text
     assert tok("\u00e9", add_special_tokens=False)["input_ids"] == [tok.unk_token_id]
+    mixed = text + "caf\u00e9 \u2014 \U0001f600\t"
+    assert encode_chars(mixed).tolist() == tok(mixed, add_special_tokens=False)["input_ids"]
     tok.save_pretrained(tmp_path)
     again = AutoTokenizer.from_pretrained(tmp_path, local_files_only=True)
     assert again(text, add_special_tokens=False)["input_ids"] == ids and again.decode(ids) == text

@@ -137,7 +137,7 @@ def test_savings_wording_follows_latency_numbers():
 
 def test_savings_wording_follows_size_and_count_numbers():
     lines = _summary(MetricPair("file_bytes", 4000, 4000, "bytes"), MetricPair("nonzeros", 100, 20, "count"))
-    assert "no saving: zeros are stored densely; compressed storage (prunekit export)" in _line(lines, "file size")
+    assert "no saving: zeros are stored densely; only compressed sparse storage turns sparsity into bytes" in _line(lines, "file size")
     assert "5.00x fewer" in _line(lines, "non-zero weights")
     assert "2.00x smaller" in _line(_summary(MetricPair("file_bytes", 4000, 2000, "bytes")), "file size")
     structured = _summary(MetricPair("params", 100, 50, "count"), MetricPair("macs", 1000, 500, "MACs"))

@@ -76,9 +76,7 @@ def run_demo(out: str | None = None, quick: bool = False, overwrite: bool = Fals
 
 
 def _summary(con: Console, report, out_dir: Path, seconds: float) -> None:
-    con.rule("[bold]what was really saved[/bold]")
-    for line in report.savings_summary():
-        con.print(f"- {line}")
+    con.rule("[bold]summary[/bold]")
     acc = report.metric("accuracy")
     if acc is not None and acc.before is not None and acc.after is not None:
         drop = (acc.before - acc.after) * 100

@@ -119,13 +119,16 @@ def print_report(report: PruneReport, console: Any = None, max_rows: int = 25) -
         console.print(metrics)
     rows, hidden = _compact_rows(report.layers, max_rows)
     layers = Table(title=f"Layers ({len(report.layers)})", title_justify="left")
-    for i, name in enumerate(LAYER_HEADER):
-        layers.add_column(name, justify="right" if i in (3, 4, 5, 8, 9) else "left", overflow="fold")
+    # A narrow terminal gets the columns that matter most instead of every column folded into slivers.
+    cols = list(range(len(LAYER_HEADER))) if console.width >= 120 else [0, 1, 2, 4, 5, 7]
+    for i in cols:
+        layers.add_column(LAYER_HEADER[i], justify="right" if i in (3, 4, 5, 8, 9) else "left", overflow="fold")
     style = {"pruned": "green", "skipped": "yellow", "untouched": "dim"}
     for row in rows:
-        layers.add_row(*_layer_cells(row), style=style.get(row.status))
+        cells = _layer_cells(row)
+        layers.add_row(*[cells[i] for i in cols], style=style.get(row.status))
     if hidden:
-        layers.add_row(f"... {hidden} more rows", *[""] * 9, style="italic")
+        layers.add_row(f"... {hidden} more rows", *[""] * (len(cols) - 1), style="italic")
     console.print(layers)
     if report.skipped:
         skipped = Table(title="Skipped layers", title_justify="left")

@@ -75,7 +75,8 @@ def plot_layer_sparsity(report: PruneReport, path: str | os.PathLike[str]) -> No
         for yi, value, row in zip(y, values, rows):
             text = f"{value:.0f}%"
             if row.status == "skipped":
-                text += f"  skipped: {_short(row.reason or 'no reason given', 48)}"
+                reason = row.reason or "no reason given"
+                text += f"  skipped: {reason if len(reason) <= 48 else reason[:47] + '…'}"
             ax.text(value + 1.0, yi, text, va="center", fontsize=7,
                     color="#a04000" if row.status == "skipped" else "black")
         handles = [Patch(color=c, label=s) for s, c in STATUS_COLORS.items() if any(r.status == s for r in rows)]

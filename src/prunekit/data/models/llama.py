@@ -22,7 +22,7 @@ import torch
 from prunekit.data.datasets import load_dataset
 from prunekit.data.models._pretrained import check_recipe, ensure_artefact
 from prunekit.data.perplexity import bigram_perplexity, perplexity, unigram_perplexity
-from prunekit.data.tokenizer import SPECIAL_TOKENS, build_char_tokenizer, char_vocab
+from prunekit.data.tokenizer import SPECIAL_TOKENS, build_char_tokenizer, char_vocab, encode_chars
 
 
 @dataclass(frozen=True)
@@ -138,17 +138,17 @@ def train_lm(model: Any, ids: torch.Tensor, recipe: LlamaRecipe, progress: bool 
     return losses
 
 
-def _encode(tokenizer: Any, text: str, limit: int | None) -> torch.Tensor:
-    ids = torch.tensor(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"], dtype=torch.long)
+def _encode(text: str, limit: int | None) -> torch.Tensor:
+    ids = torch.from_numpy(encode_chars(text))  # == the saved tokenizer's ids, without its per-character overhead
     return ids[:limit] if limit is not None else ids
 
 
 def _train_into(folder: Path, recipe: LlamaRecipe, progress: bool) -> dict[str, Any]:
     splits = load_dataset("shakespeare")
     tokenizer = build_char_tokenizer(recipe.max_position_embeddings)
-    train_ids = _encode(tokenizer, splits.train.text, None)
-    val_ids = _encode(tokenizer, splits.val.text, recipe.eval_max_tokens)
-    test_ids = _encode(tokenizer, splits.test.text, recipe.eval_max_tokens)
+    train_ids = _encode(splits.train.text, None)
+    val_ids = _encode(splits.val.text, recipe.eval_max_tokens)
+    test_ids = _encode(splits.test.text, recipe.eval_max_tokens)
     with torch.random.fork_rng(devices=[]):  # seeded init without disturbing the caller's RNG
         torch.manual_seed(recipe.seed)
         model = build_tiny_llama(recipe)
