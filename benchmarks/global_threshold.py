@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import threading
@@ -141,6 +142,9 @@ def worker(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads or torch.get_num_threads())
     weights = build_weights(args.size, args.seed)
     total = sum(w.numel() for w in weights)
+    if args.mem_limit:  # a safety net: fail with an allocation error instead of waking the OOM killer
+        vms = psutil.Process().memory_info().vms
+        resource.setrlimit(resource.RLIMIT_AS, (vms + args.mem_limit, resource.RLIM_INFINITY))
     n_prune = int(args.sparsity * total + 0.5)
     meter = PeakMeter()
     meter.start()
@@ -161,12 +165,11 @@ def worker(args: argparse.Namespace) -> None:
     print("RESULT " + json.dumps(result), flush=True)
 
 
-def run_one(args: argparse.Namespace, size: int, method: str) -> dict:
+def run_one(args: argparse.Namespace, size: int, method: str, mem_limit: int) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--size", str(size), "--method", method,
            "--sparsity", str(args.sparsity), "--seed", str(args.seed), "--chunk-size", str(args.chunk_size),
-           "--threads", str(args.threads)]
-    if args.check and size <= args.check_max:
-        cmd.append("--check")
+           "--threads", str(args.threads), "--mem-limit", str(mem_limit)]
+    cmd.append("--check" if args.check and size <= args.check_max else "--no-check")
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
     except subprocess.TimeoutExpired:
@@ -193,6 +196,7 @@ def main() -> None:
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--size", type=int, help=argparse.SUPPRESS)
     p.add_argument("--method", help=argparse.SUPPRESS)
+    p.add_argument("--mem-limit", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
         worker(args)
@@ -208,13 +212,14 @@ def main() -> None:
     for size in sorted(parse_size(s) for s in args.sizes.split(",")):
         params = sum(a * b for a, b in layer_shapes(size))
         for method in methods:
-            need = params * (4 + per_element.get(method, FORMULA_BYTES[method])) + (1 << 30)
+            extra = params * per_element.get(method, FORMULA_BYTES[method])
+            need = params * 4 + extra + (1 << 30)
             avail = psutil.virtual_memory().available
             if need > 0.8 * avail:
                 r = {"note": f"skipped: predicted peak {need / 2**30:.1f} GiB (weights + extra) > 80% of "
                              f"{avail / 2**30:.1f} GiB available"}
             else:
-                r = run_one(args, size, method)
+                r = run_one(args, size, method, int(1.5 * extra) + (1 << 30))
             if "peak_extra" in r:
                 how.add(r["how"])
                 if not r["note"].startswith("fails"):

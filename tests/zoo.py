@@ -27,9 +27,13 @@ def _seeded(seed: int) -> None:
 
 
 def build_mlp(seed: int = SEED) -> Built:
-    """Three Linear layers (32 -> 64 -> 64 -> 10) with ReLU; input (4, 32)."""
+    """Four Linear layers (32 -> 64 -> 64 -> 48 -> 10) with ReLU; input (4, 32).
+
+    Two hidden layers sit between the protected first layer and the head, so global scope has layers to rank.
+    """
     _seeded(seed)
-    model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+    model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 48), nn.ReLU(),
+                          nn.Linear(48, 10))
     return model.eval(), torch.randn(4, 32)
 
 
@@ -116,7 +120,8 @@ def build_gpt2(seed: int = SEED) -> Built:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     _seeded(seed)
-    cfg = GPT2Config(vocab_size=128, n_embd=32, n_layer=2, n_head=4, n_positions=32, use_cache=False)
+    cfg = GPT2Config(vocab_size=128, n_embd=32, n_layer=2, n_head=4, n_positions=32, use_cache=False,
+                     bos_token_id=0, eos_token_id=0)
     model = GPT2LMHeadModel(cfg)
     return model.eval(), _token_inputs(cfg.vocab_size)
 

@@ -1,4 +1,4 @@
-"""The perplexity protocol: window bookkeeping, a uniform model scores V, a bigram module matches the bigram baseline."""
+"""The perplexity protocol: window bookkeeping; a uniform model scores V; a bigram module matches the baseline."""
 
 from __future__ import annotations
 

