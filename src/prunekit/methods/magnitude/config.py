@@ -13,5 +13,5 @@ class MagnitudeConfig(MaskPruningConfig):
     """Magnitude pruning: per layer or with one global threshold, any pattern."""
 
     importance: Literal["l1", "l2"] = Field(
-        "l1", description="l1: |w|; l2: w^2. Equal rankings for single weights; blocks sum them (L1 vs squared L2)."
+        "l1", description="l1: absolute value; l2: square. Same ranking of single weights; a block sums them (L1 norm vs squared L2 norm)."
     )
