@@ -220,7 +220,7 @@ def main() -> None:
                 r = {"note": f"skipped: predicted peak {need / 2**30:.1f} GiB (weights + extra) > 80% of "
                              f"{avail / 2**30:.1f} GiB available"}
             else:
-                r = run_one(args, size, method, int(1.5 * extra) + (1 << 30))
+                r = run_one(args, size, method, int(1.5 * extra) + (2 << 30))
             if "peak_extra" in r:
                 how.add(r["how"])
                 if not r["note"].startswith("fails"):

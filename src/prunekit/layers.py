@@ -31,12 +31,17 @@ def is_prunable(module: nn.Module) -> bool:
     return isinstance(module, prunable_types()) and isinstance(w, Tensor) and w.is_floating_point()
 
 
+def is_hf_conv1d(module: nn.Module) -> bool:
+    """True for transformers' GPT-2 style Conv1D (weight stored (in, out)), also once parametrized."""
+    return any(c.__name__ == "Conv1D" for c in type(module).__mro__)
+
+
 def weight_as_matrix(module: nn.Module, weight: Tensor) -> Tensor:
     """View a weight as (out, in*kh*kw) so N:M and blocks run along the input dimension.
 
     transformers' Conv1D stores (in, out); it is transposed to (out, in). The result is a view where possible.
     """
-    if type(module).__name__ == "Conv1D" and weight.ndim == 2:
+    if is_hf_conv1d(module) and weight.ndim == 2:
         return weight.t()
     if weight.ndim == 1:
         return weight.reshape(1, -1)
@@ -45,7 +50,7 @@ def weight_as_matrix(module: nn.Module, weight: Tensor) -> Tensor:
 
 def matrix_to_weight(module: nn.Module, matrix: Tensor, shape: torch.Size) -> Tensor:
     """Inverse of `weight_as_matrix` for a tensor of the matrix's shape (e.g. a keep_mask)."""
-    if type(module).__name__ == "Conv1D" and len(shape) == 2:
+    if is_hf_conv1d(module) and len(shape) == 2:
         return matrix.t().contiguous()
     return matrix.reshape(shape)
 
@@ -84,15 +89,27 @@ def execution_order(model: nn.Module, example_inputs: Any) -> list[str]:
     return order
 
 
+def own_weight(module: nn.Module) -> Tensor | None:
+    """The stored weight tensor itself: under a mask parametrization or a torch prune hook, the original."""
+    params = getattr(module, "parametrizations", None)
+    if params is not None and "weight" in params:
+        return params["weight"].original
+    w = module._parameters.get("weight_orig", module._parameters.get("weight"))
+    return w if isinstance(w, Tensor) else None
+
+
 def tied_weights(model: nn.Module) -> dict[str, list[str]]:
-    """Map each module name whose weight storage is shared with another module to the other names."""
-    by_ptr: dict[int, list[str]] = {}
+    """Map each module name whose stored weight is shared with another module to the other names.
+
+    Identity is the stored tensor (not `module.weight`, which a parametrization recomputes at a reused address).
+    """
+    by_id: dict[int, list[str]] = {}
     for name, module in model.named_modules(remove_duplicate=False):
-        w = getattr(module, "weight", None)
-        if isinstance(w, Tensor) and w.numel() > 0:
-            by_ptr.setdefault(w.data_ptr(), []).append(name)
+        w = own_weight(module)
+        if w is not None and w.numel() > 0:
+            by_id.setdefault(id(w), []).append(name)
     out: dict[str, list[str]] = {}
-    for names in by_ptr.values():
+    for names in by_id.values():
         uniq = sorted(set(names))
         if len(uniq) > 1:
             for n in uniq:

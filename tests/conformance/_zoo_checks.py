@@ -14,10 +14,19 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from prunekit.layers import call_model, weight_as_matrix
+from prunekit.layers import call_model
 from prunekit.masks import current_mask
 from prunekit.patterns import NM, Pattern, parse_pattern
 from zoo import output_tensor
+
+
+def as_matrix(module: nn.Module, t: Tensor) -> Tensor:
+    """(out, in*...) view of a weight-shaped tensor. transformers' Conv1D stores (in, out), parametrized or not."""
+    from transformers.pytorch_utils import Conv1D
+
+    if isinstance(module, Conv1D):
+        return t.t()
+    return t.reshape(t.shape[0], -1)
 
 
 def round_half_up(x: float) -> int:
@@ -29,7 +38,7 @@ def keep_matrix(module: nn.Module) -> Tensor:
     """The module's live keep_mask in the (out, in) matrix view; fails when the module carries none."""
     keep = current_mask(module)
     assert keep is not None, f"{type(module).__name__} is marked pruned but carries no keep_mask"
-    return weight_as_matrix(module, keep)
+    return as_matrix(module, keep)
 
 
 def unit_counts(pattern: Pattern, keep: Tensor) -> tuple[int, int]:
@@ -76,7 +85,7 @@ def check_report_and_masks(model: nn.Module, report: Any, cfg: Any) -> dict[str,
         module = modules[name]
         keep = keep_matrix(module)
         masks[name] = keep.clone()
-        weight = weight_as_matrix(module, module.weight.detach())
+        weight = as_matrix(module, module.weight.detach())
         assert not weight[~keep].any(), f"{name}: a weight outside its keep_mask is nonzero"
         assert pattern.check(keep), f"{name}: keep_mask breaks pattern {pattern.name}"
         assert pattern.check(weight), f"{name}: weight zeros break pattern {pattern.name}"
@@ -116,7 +125,7 @@ def check_finalize(model: nn.Module, dense: nn.Module, inputs: Any, masks: dict[
         assert (p.shape, p.dtype) == (dense_params[name].shape, dense_params[name].dtype), name
     modules = dict(model.named_modules())
     for name, keep in masks.items():
-        weight = weight_as_matrix(modules[name], modules[name].weight.detach())
+        weight = as_matrix(modules[name], modules[name].weight.detach())
         assert not weight[~keep].any(), f"{name}: finalize revived a pruned weight"
     after = forward(model, inputs)
     torch.testing.assert_close(after, before)

@@ -1,7 +1,8 @@
 """Conformance: every registered method x the model zoo x patterns x scopes, with the method's default options.
 
-The cases are derived from `prunekit.registry.METHODS`, so a newly registered method is tested without editing this
-file. Each case prunes a fresh copy of a zoo model and checks the achieved sparsity (exact, per layer or in total),
+The cases are derived from `prunekit.registry.METHODS`: every method whose config is a `MaskPruningConfig` (it
+attaches keep_masks and leaves shapes alone) is tested without editing this file. Methods that change shapes
+(structured) need their own suite. Each case prunes a fresh copy of a zoo model and checks the achieved sparsity (exact, per layer or in total),
 the pattern of every pruned weight, skip reasons, unchanged shapes/dtypes, a NaN-free forward, and `finalize`.
 Determinism and config round trips run on a smaller set of cases.
 """
@@ -15,12 +16,14 @@ import yaml
 import prunekit
 from prunekit.api import stage
 from prunekit.masks import current_mask
+from prunekit.methods.mask_config import MaskPruningConfig
 from prunekit.patterns import parse_pattern
 from prunekit.recipes import parse_recipe
 from prunekit.registry import METHODS
 from _zoo_checks import check_finalize, check_report_and_masks, pruned_names
 from zoo import ZOO
 
+MASK_METHODS = [m for m in METHODS.names() if issubclass(METHODS.get(m).config_cls, MaskPruningConfig)]
 SPARSITY = 0.5
 PATTERNS = ("unstructured", "2:4", "4:8", "block:4x1", "block:1x4")
 PATTERN_SCOPES = [
@@ -39,7 +42,7 @@ def _matrix_cases() -> list:
     """Every method x model x (pattern, scope). Models are small enough that the full product stays fast."""
     return [
         pytest.param(m, z, p, s, id=f"{m}-{z}-{p}-{s}")
-        for m in METHODS.names()
+        for m in MASK_METHODS
         for z in ZOO
         for p, s in PATTERN_SCOPES
     ]
@@ -61,7 +64,7 @@ def _masks(model) -> dict[str, torch.Tensor]:
 
 _DETERMINISM = [
     pytest.param(m, z, p, s, id=f"{m}-{z}-{p}-{s}")
-    for m in METHODS.names()
+    for m in MASK_METHODS
     for z in ("resnet_concat", "gpt2")
     for p, s in (("unstructured", "global"), ("2:4", "layer"), ("block:4x1", "global"))
 ]
@@ -79,7 +82,7 @@ def test_same_config_same_masks(zoo, method, model_name, pattern, scope):
         assert torch.equal(runs[0][name], runs[1][name]), name
 
 
-_SEEDED = [m for m in METHODS.names() if "seed" in METHODS.get(m).config_cls.model_fields]
+_SEEDED = [m for m in MASK_METHODS if "seed" in METHODS.get(m).config_cls.model_fields]
 
 
 @pytest.mark.parametrize("method", _SEEDED)
@@ -94,7 +97,7 @@ def test_other_seed_other_masks(zoo, method, pattern, scope):
     assert all(not torch.equal(runs[0][n], runs[1][n]) for n in runs[0]), "a layer got the same mask for both seeds"
 
 
-@pytest.mark.parametrize("method", METHODS.names())
+@pytest.mark.parametrize("method", MASK_METHODS)
 @pytest.mark.parametrize(("pattern", "scope"), PATTERN_SCOPES)
 def test_config_round_trip(method, pattern, scope):
     st = make_stage(method, pattern, scope, ignore=["re:.*head.*"], min_density=0.1)
@@ -107,17 +110,22 @@ def test_config_round_trip(method, pattern, scope):
 
 
 @pytest.mark.parametrize("method", METHODS.names())
-def test_defaults_are_documented_and_valid(method):
+def test_every_config_field_has_help_text(method):
     cls = METHODS.get(method).config_cls
     for name, field in cls.model_fields.items():
         assert field.description, f"{method}.{name} has no help text"
+
+
+@pytest.mark.parametrize("method", MASK_METHODS)
+def test_mask_defaults_and_typo_error(method):
     st = stage(method, sparsity=0.5)
-    assert st.config.pattern == "unstructured" and st.config.scope == "layer"
+    assert (st.config.pattern, st.config.scope, st.config.protect_first, st.config.protect_last) == (
+        "unstructured", "layer", True, True)
     with pytest.raises(prunekit.PrunekitError, match="unknown key 'sparsit'.*Did you mean: sparsity"):
         stage(method, sparsit=0.5)
 
 
-@pytest.mark.parametrize("method", METHODS.names())
+@pytest.mark.parametrize("method", MASK_METHODS)
 def test_pruned_layers_are_reported_with_status(zoo, method):
     model, inputs = zoo("resnet_concat")
     report = prunekit.prune(model, make_stage(method, "2:4", "layer"), inputs)

@@ -77,6 +77,16 @@ def test_nm_matches_per_group_reference(nm: tuple[int, int], shape: tuple[int, .
     assert torch.equal(p.keep_mask(scores, 1 - n / m), keep)
 
 
+def test_nm_chunks_of_groups_give_the_same_mask(monkeypatch: pytest.MonkeyPatch) -> None:
+    import prunekit.patterns.nm as nm_module
+
+    scores = _scores((5, 24), ties=True, seed=9)
+    whole = NM(2, 4).keep_mask(scores, None)
+    monkeypatch.setattr(nm_module, "_GROUPS_PER_CHUNK", 7)
+    assert torch.equal(NM(2, 4).keep_mask(scores, None), whole)
+    assert torch.equal(whole, _nm_reference(scores, 2, 4))
+
+
 def test_nm_ties_keep_the_higher_index() -> None:
     keep = NM(2, 4).keep_mask(torch.tensor([[1.0, 1.0, 1.0, 1.0, 5.0, 0.0, 5.0, 5.0]]), None)
     assert keep.tolist() == [[False, False, True, True, False, False, True, True]]

@@ -101,6 +101,19 @@ def test_caps_are_respected_and_total_is_exact(kind: str) -> None:
             assert torch.equal(got, want)
 
 
+@pytest.mark.parametrize("seed", range(8))
+def test_random_caps_match_the_capped_reference(seed: int) -> None:
+    g = torch.Generator().manual_seed(100 + seed)
+    kinds = ["normal", "ties", "signed", "tiny"]
+    layers = [_layer(kinds[(seed + j) % 4], (int(torch.randint(1, 40, (1,), generator=g)),), g) for j in range(5)]
+    caps = [int(torch.randint(0, t.numel() + 1, (1,), generator=g)) for t in layers]
+    n = int(torch.randint(0, sum(caps) + 1, (1,), generator=g))
+    sel = select_global([lambda t=t: t for t in layers], n, max_prune=caps, chunk_size=9)
+    for i, want in enumerate(_reference_keep(layers, n, caps)):
+        assert torch.equal(sel.keep_mask(i, layers[i]), want)
+    assert sel.n_pruned == n and all(c <= cap for c, cap in zip(sel.counts, caps))
+
+
 def test_caps_that_make_the_count_unreachable_raise_with_the_maximum() -> None:
     layers = [torch.rand(10), torch.rand(10)]
     with pytest.raises(PrunekitError, match="achievable maximum: 13"):
@@ -147,15 +160,22 @@ def test_nondeterministic_score_functions_are_detected() -> None:
         select_global([lambda: torch.rand(next(sizes))], 3)
 
 
-def test_each_layer_is_scored_three_times_per_solve() -> None:
-    calls = [0, 0]
+def test_layers_are_read_at_most_twice_per_solve_and_histograms_are_reused() -> None:
+    layers = [torch.arange(20.0), torch.arange(20.0) + 1, torch.arange(20.0) + 1000]
+    calls = [0, 0, 0]
 
     def fn(i: int) -> torch.Tensor:
         calls[i] += 1
-        return torch.arange(20.0) + i
+        return layers[i]
 
-    select_global([lambda: fn(0), lambda: fn(1)], 15)
-    assert calls == [3, 3]
+    fns = [lambda i=i: fn(i) for i in range(3)]
+    select_global(fns, 15)
+    assert calls == [2, 2, 1]  # the third layer lies wholly above the threshold's bucket: read once
+    calls[:] = [0, 0, 0]
+    sel = select_global(fns, 30, max_prune=[5, 20, 20])
+    assert sel.counts == [5, 20, 5]
+    # the re-solve after clamping layer 0 reuses the first-pass histograms; layer 0's own cut reads it once more
+    assert calls == [3, 2, 2]
 
 
 def test_select_layer_matches_reference_on_conv_shape() -> None:

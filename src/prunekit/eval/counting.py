@@ -154,7 +154,7 @@ def _type_name(module: nn.Module) -> str:
 
 
 def _is_weight_layer(module: nn.Module) -> bool:
-    return isinstance(module, (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd)) or type(module).__name__ == "Conv1D"
+    return isinstance(module, (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd)) or _type_name(module) == "Conv1D"
 
 
 def _collect_layers(model: nn.Module) -> list[_Layer]:

@@ -18,12 +18,15 @@ from prunekit.errors import PrunekitError
 class KeepMask(nn.Module):
     """Parametrization `w -> w * mask` with a boolean buffer (True = keep)."""
 
-    def __init__(self, keep_mask: Tensor) -> None:
+    def __init__(self, keep_mask: Tensor, param_order: list[str] | None = None) -> None:
         super().__init__()
         self.register_buffer("mask", keep_mask.to(torch.bool))
+        # The module's parameter order before parametrizing, restored by `finalize` (parametrize moves the weight).
+        self.param_order = list(param_order or [])
 
     def forward(self, weight: Tensor) -> Tensor:
-        return weight * self.mask.to(weight.dtype)
+        # where() reads the bool mask directly: no float copy of the mask per forward, and zeros stay exact
+        return torch.where(self.mask, weight, weight.new_zeros(()))
 
     def extra_repr(self) -> str:
         density = self.mask.float().mean().item() if self.mask.numel() else 1.0
@@ -59,9 +62,13 @@ def attach_mask(module: nn.Module, keep_mask: Tensor, name: str = "weight") -> K
     if hasattr(module, f"{name}_orig"):
         import_torch_prune(module)
         return attach_mask(module, keep_mask, name)
-    param = KeepMask(keep_mask)
+    param = KeepMask(keep_mask, list(module._parameters))
     parametrize.register_parametrization(module, name, param)
     return param
+
+
+def _all_keep_masks(module: nn.Module) -> list[KeepMask]:
+    return [p for name in module.parametrizations for p in _keep_masks(module, name)]  # type: ignore[union-attr]
 
 
 def current_mask(module: nn.Module, name: str = "weight") -> Tensor | None:
@@ -100,9 +107,21 @@ def finalize(model: nn.Module) -> nn.Module:
     """
     import_torch_prune(model)
     for module in model.modules():
-        if parametrize.is_parametrized(module):
-            for tname in list(module.parametrizations.keys()):  # type: ignore[union-attr]
-                parametrize.remove_parametrizations(module, tname, leave_parametrized=True)
+        if not parametrize.is_parametrized(module):
+            continue
+        order = next((p.param_order for p in _all_keep_masks(module) if p.param_order), None)
+        # torch generates one Parametrized<Class> per module and a deepcopy shares it; removing the parametrization
+        # deletes the property from that class, which would break the other copy. Give this module its own class.
+        cls = type(module)
+        module.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
+        for tname in list(module.parametrizations.keys()):  # type: ignore[union-attr]
+            parametrize.remove_parametrizations(module, tname, leave_parametrized=True)
+        if order:
+            params = module._parameters
+            ordered = {k: params[k] for k in order if k in params}
+            ordered.update({k: v for k, v in params.items() if k not in ordered})
+            params.clear()
+            params.update(ordered)
     return model
 
 

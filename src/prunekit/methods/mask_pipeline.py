@@ -16,10 +16,10 @@ from torch import Tensor, nn
 from prunekit.config.targets import TargetSelection, select_targets
 from prunekit.errors import PrunekitError
 from prunekit.layers import matrix_to_weight, output_layer_names, weight_as_matrix
-from prunekit.masks import attach_mask, current_mask
+from prunekit.masks import attach_mask, current_mask, import_torch_prune
 from prunekit.methods.base import PruneContext, StageResult
 from prunekit.methods.mask_config import MaskPruningConfig
-from prunekit.patterns import Pattern, parse_pattern, select_global
+from prunekit.patterns import Pattern, n_to_prune, parse_pattern, select_global
 
 ScoreFn = Callable[[str, Tensor], Tensor]
 
@@ -59,6 +59,7 @@ def run_mask_pruning(
 ) -> StageResult:
     """Prune `model` in place with masks chosen from `score_fn` per `cfg`; return per-layer results."""
     pattern = parse_pattern(cfg.pattern)
+    import_torch_prune(model)  # earlier torch.nn.utils.prune zeros must score -inf like our own masks
     sel = select_targets(
         model, cfg.targets, cfg.ignore, protected=protected_layers(model, cfg, ctx), strict=cfg.strict
     )
@@ -125,7 +126,7 @@ def _global_masks(
         units.append(unit_scores.numel())
         already = int(torch.isneginf(unit_scores).sum())
         caps.append(max(already, int(math.floor((1.0 - min_density) * unit_scores.numel() + 1e-9))))
-    n_prune = int(round(sparsity * sum(units)))
+    n_prune = n_to_prune(sum(units), sparsity)
     selection = select_global(fns, n_prune, max_prune=caps, names=layers)
     masks = {}
     for i, name in enumerate(layers):

@@ -1,21 +1,24 @@
 """Exact, streaming selection of the lowest-scoring units: per layer, or across many layers (global pruning).
 
-Why not `torch.quantile`, `kthvalue` or `sort`: quantile refuses inputs past 2**24 elements, and all three need the
-scores of the whole model concatenated (plus, for kthvalue and sort, a copy and int64 indices: ~4x the model's size),
-and none of them gives an exact count when scores tie.
+Why not `torch.quantile`, `kthvalue` or `sort`: all three need the scores of the whole model concatenated, plus a
+sorted or partitioned copy (and int64 indices for kthvalue and sort): 3x to 6x the model's size in extra memory;
+quantile also refused inputs past 2**24 elements before torch 2.x lifted that limit. And none of them says which
+units to prune when scores tie at the threshold.
 
 How: every float32 score maps to an order-preserving int32 key (sign-magnitude -> two's complement; -0.0 and +0.0
-share key 0, so they tie as in a float comparison). A radix select then finds the value of the n-th smallest unit in
-three streaming passes, each asking every layer for its scores again and reading them in chunks:
+share key 0, so they tie as in a float comparison; for non-negative scores the float bits already are the key). A
+radix select then finds the value of the n-th smallest unit with two streaming passes, each asking a layer for its
+scores again and reading them in chunks:
 
-1. a histogram of the high 16 key bits over all layers -> the bucket that holds the n-th smallest key;
-2. a histogram of the low 16 bits inside that bucket -> the exact value `v` of the n-th smallest unit;
-3. per layer, the number of units below `v` and equal to `v`.
+1. per layer, a histogram of the high 16 key bits -> summed, the bucket that holds the n-th smallest key;
+2. per layer holding keys in that bucket, a histogram of the low 16 bits inside it -> the exact value `v` of the
+   n-th smallest unit, and from both histograms each layer's count of units below and equal to `v`.
 
 Units below `v` are pruned; the units equal to `v` are pruned in (layer index, flat index) order until the count is
 exact. The result is therefore identical to pruning the first n entries of a *stable* ascending sort of the
-concatenation of all layers' scores. Extra memory is O(chunk + 2**16 bins), plus whatever one score function
-allocates for its layer. Scores are compared as float32 (other dtypes are converted chunk by chunk).
+concatenation of all layers' scores. Extra memory is O(chunk + n_layers * 2**16 counts), plus whatever one score
+function allocates for its layer; the kept per-layer histograms let a re-solve after clamping a capped layer run
+without reading any scores for pass 1. Scores are compared as float32 (other dtypes are converted chunk by chunk).
 
 Counting convention: pruning a fraction `s` of `n` units prunes `n_to_prune(n, s) = floor(s * n + 0.5)` units
 (round half up); every pattern and the global selection use this one function.
@@ -152,8 +155,8 @@ def select_global(
 
     Args:
         score_fns: one function per layer returning that layer's unit scores (any shape, real dtype). Each is called
-            up to three times per solve and must return the same scores every time; only one layer's scores need
-            to exist at once.
+            once or twice per solve (plus once per clamp) and must return the same scores every time; only one
+            layer's scores need to exist at once. A non-contiguous result is copied once per call.
         n_prune: total units to prune.
         max_prune: optional per-layer cap (e.g. from a minimum density). A layer the uncapped selection would cut
             past its cap is clamped to its cap (its own lowest units), removed from the pool, and the rest re-solved.
@@ -185,13 +188,11 @@ def _select(
     pool = [i for i in range(n_layers) if caps is None or caps[i] > 0]
     clamped: list[int] = []
     n_left = n_prune
-    first = True
+    if n_left > 0:
+        solver.read_high(pool)  # pass 1 for every layer; later rounds reuse these histograms
+        _check_reachable(n_prune, pool, solver.sizes, caps)
     while n_left > 0:  # each round either finishes or clamps >= 1 layer, so it runs at most n_layers + 1 times
-        high = solver.high_histogram(pool)
-        if first:
-            _check_reachable(n_prune, pool, solver.sizes, caps)
-            first = False
-        value, below, equal = solver.finish(pool, n_left, high)
+        value, below, equal = solver.solve(pool, n_left)
         ties_left = n_left - sum(below.values())
         layer_counts = {}
         for i in pool:  # ties go to earlier layers first, as in a stable sort of the concatenation
@@ -229,16 +230,87 @@ def raise_if_nan(scores: Tensor, name: str | None = None) -> None:
 
 
 class _Solver:
-    """The three radix-select passes over a pool of layers; remembers each layer's unit count."""
+    """The radix-select passes over layers, with each layer's digit histograms kept for re-solves and clamped layers.
+
+    Per layer it keeps the high-digit histogram (2**16 counts) and, for the current bucket only, the low-digit
+    histogram: O(n_layers * 2**16) integers, which is what lets a re-solve after clamping (or a single clamped layer)
+    skip reading the scores again.
+    """
 
     def __init__(self, score_fns: Sequence[ScoreFn], names: list[str | None], chunk_size: int) -> None:
         self.fns = score_fns
         self.names = names
         self.chunk = chunk_size
         self.sizes: dict[int, int] = {}
+        self.high: dict[int, Tensor] = {}
+        self._low: dict[int, Tensor] = {}
+        self._low_bucket: int | None = None
         self._buffers: dict[torch.device, tuple[Tensor, Tensor]] = {}
 
-    def scores(self, i: int) -> Tensor:
+    def solve(self, pool: list[int], n: int) -> tuple[float, dict[int, int], dict[int, int]]:
+        """Value of the n-th smallest unit (1-based) over `pool`, and per layer the counts below / equal to it."""
+        self.read_high(pool)
+        total = torch.zeros(_BINS, dtype=torch.int64)
+        for i in pool:
+            total += self.high[i]
+        bucket, rank = _find_bin(total, n)
+        if bucket != self._low_bucket:
+            self._low, self._low_bucket = {}, bucket
+        low_total = torch.zeros(_BINS, dtype=torch.int64)
+        for i in pool:
+            if self.high[i][bucket] > 0:  # layers with nothing in the bucket are not read again
+                if i not in self._low:
+                    self._low[i] = self._low_histogram(i, bucket)
+                low_total += self._low[i]
+        digit = _find_bin(low_total, rank)[0]
+        below, equal = {}, {}
+        for i in pool:
+            below[i] = int(self.high[i][:bucket].sum())
+            equal[i] = 0
+            if i in self._low and self.high[i][bucket] > 0:
+                below[i] += int(self._low[i][:digit].sum())
+                equal[i] = int(self._low[i][digit])
+        return _key_to_float(((bucket - _OFFSET) << _BITS) + digit), below, equal
+
+    def layer_cut(self, i: int, n: int) -> Cut:
+        """The cut that prunes the `n` lowest units of layer i alone."""
+        value, below, _ = self.solve([i], n)
+        return Cut(value, below[i], n - below[i])
+
+    def read_high(self, pool: list[int]) -> None:
+        """Pass 1 for layers not read yet: histogram of the high 16 key bits; raises on NaN, naming the layer."""
+        for i in pool:
+            if i in self.high:
+                continue
+            t = self._scores(i)
+            hist = torch.zeros(_BINS, dtype=torch.int64)
+            for _, x in _chunks(t, self.chunk):
+                key, tmp, signed = self._keys(x)
+                torch.bitwise_right_shift(key, _BITS, out=tmp)
+                if signed:  # shift signed digits into [0, _BINS); a chunk without sign bits starts at _OFFSET
+                    tmp.add_(_OFFSET)
+                start = 0 if signed else _OFFSET
+                h = torch.bincount(tmp).cpu()
+                hist[start : start + h.numel()] += h
+                # NaN keys lie beyond the digits of +-inf; the +inf digit itself is shared with some NaNs
+                if h[: max(0, _OFFSET - _INF_HIGH - start)].any() or h[_OFFSET + _INF_HIGH - start :].any():
+                    _raise_if_nan(x, t, self.names[i])
+            self.high[i] = hist.to(torch.int32) if t.numel() < 2**31 else hist
+
+    def _low_histogram(self, i: int, bucket: int) -> Tensor:
+        """Pass 2 for one layer: histogram of the low 16 key bits of its units inside `bucket`."""
+        base = (bucket - _OFFSET) << _BITS  # smallest key in the bucket
+        hist = torch.zeros(_BINS, dtype=torch.int64)
+        for _, x in _chunks(self._scores(i), self.chunk):
+            key, tmp, _ = self._keys(x)
+            # key - (base - 1) is in [1, _BINS] exactly for keys in the bucket. int32 may wrap, but finite keys lie
+            # within +-0x7F800000, so a wrapped difference never lands in [1, _BINS]; clamp sends the rest to the
+            # two discarded edge bins.
+            rel = torch.sub(key, base - 1, out=tmp).clamp_(0, _BINS + 1)
+            hist += torch.bincount(rel, minlength=_BINS + 2)[1 : _BINS + 1].cpu()
+        return hist.to(torch.int32) if self.sizes[i] < 2**31 else hist
+
+    def _scores(self, i: int) -> Tensor:
         t = self.fns[i]()
         if not isinstance(t, Tensor) or t.is_complex():
             raise PrunekitError(f"score function{_in_layer(self.names[i], 'for')} must return a real tensor, got {t!r:.60}")
@@ -249,73 +321,32 @@ class _Solver:
             )
         return t
 
-    def keys(self, x: Tensor) -> Tensor:
-        """Order-preserving int32 keys of a float32 chunk, written into a reused buffer."""
-        device = x.device
-        if device not in self._buffers:
-            self._buffers[device] = (
-                torch.empty(self.chunk, dtype=torch.int32, device=device),
-                torch.empty(self.chunk, dtype=torch.int32, device=device),
+    def _keys(self, x: Tensor) -> tuple[Tensor, Tensor, bool]:
+        """Order-preserving int32 keys of a float32 chunk, a scratch buffer of the same length, and whether any key
+        is negative.
+
+        For a chunk without sign bits (magnitudes, most importance scores) the float bits already are the keys, so
+        the chunk's own int32 view is returned without any arithmetic.
+        """
+        if x.device not in self._buffers:
+            self._buffers[x.device] = tuple(  # type: ignore[assignment]
+                torch.empty(self.chunk, dtype=torch.int32, device=x.device) for _ in range(2)
             )
-        key, tmp = (b[: x.numel()] for b in self._buffers[device])
+        key, tmp = (b[: x.numel()] for b in self._buffers[x.device])
         bits = x.view(torch.int32)
+        if int(bits.min()) >= 0:
+            return bits, tmp, False
         torch.bitwise_right_shift(bits, 31, out=tmp)  # -1 where the sign bit is set, else 0
         torch.bitwise_and(bits, 0x7FFFFFFF, out=key)  # magnitude bits
         key.bitwise_xor_(tmp).sub_(tmp)  # (m ^ -1) - (-1) = -m for negatives: sign-magnitude -> two's complement
-        return key
-
-    def high_histogram(self, pool: list[int]) -> Tensor:
-        """Pass 1: histogram of the high 16 key bits; raises on NaN, naming the layer."""
-        hist = torch.zeros(_BINS, dtype=torch.int64)
-        for i in pool:
-            t = self.scores(i)
-            for _, x in _chunks(t, self.chunk):
-                key = self.keys(x)
-                digit = self._buffers[x.device][1][: x.numel()]
-                torch.bitwise_right_shift(key, _BITS, out=digit).add_(_OFFSET)
-                h = torch.bincount(digit, minlength=_BINS).cpu()
-                # NaN keys lie beyond +-inf's digit; the +inf digit itself is shared with some NaNs
-                if h[: _OFFSET - _INF_HIGH].any() or h[_OFFSET + _INF_HIGH :].any():
-                    _raise_if_nan(x, t, self.names[i])
-                hist += h
-        return hist
-
-    def finish(self, pool: list[int], n: int, high: Tensor) -> tuple[float, dict[int, int], dict[int, int]]:
-        """Passes 2 and 3: the value of the n-th smallest unit (1-based), and per layer the counts below / equal."""
-        digit, rank = _find_bin(high, n)
-        base = (digit - _OFFSET) << _BITS  # smallest key in the bucket
-        low = torch.zeros(_BINS, dtype=torch.int64)
-        for i in pool:
-            for _, x in _chunks(self.scores(i), self.chunk):
-                key = self.keys(x)
-                # key - (base - 1) is in [1, _BINS] exactly for keys in the bucket. int32 may wrap, but finite keys
-                # lie within +-0x7F800000, so a wrapped difference never lands in [1, _BINS]; clamp sends the rest
-                # to the two discarded edge bins.
-                rel = key.sub_(base - 1).clamp_(0, _BINS + 1)
-                low += torch.bincount(rel, minlength=_BINS + 2)[1 : _BINS + 1].cpu()
-        value = _key_to_float(base + _find_bin(low, rank)[0])
-        below: dict[int, int] = {}
-        equal: dict[int, int] = {}
-        for i in pool:
-            below[i] = equal[i] = 0
-            for _, x in _chunks(self.scores(i), self.chunk):
-                below[i] += int(torch.count_nonzero(x < value))
-                equal[i] += int(torch.count_nonzero(x == value))
-        if not sum(below.values()) < n <= sum(below.values()) + sum(equal.values()):
-            raise PrunekitError("score functions returned different scores on different calls; they must be deterministic")
-        return value, below, equal
-
-    def layer_cut(self, i: int, n: int) -> Cut:
-        """The cut that prunes the `n` lowest units of layer i alone."""
-        value, below, equal = self.finish([i], n, self.high_histogram([i]))
-        return Cut(value, below[i], n - below[i])
+        return key, tmp, True
 
 
 def _find_bin(hist: Tensor, rank: int) -> tuple[int, int]:
     """Index of the bin holding the `rank`-th smallest element (1-based) and its rank inside that bin."""
     cum = hist.cumsum(0)
     b = int(torch.searchsorted(cum, torch.tensor([rank], dtype=cum.dtype))[0])
-    if b >= hist.numel():
+    if b >= hist.numel():  # only when a layer's scores changed between the passes
         raise PrunekitError("score functions returned different scores on different calls; they must be deterministic")
     return b, rank - (int(cum[b - 1]) if b > 0 else 0)
 

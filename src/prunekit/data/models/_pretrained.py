@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from prunekit.data.cache import recipe_digest, verify_artefact, write_artefact
+from prunekit.data.cache import artefact_dir, recipe_digest, verify_artefact, write_artefact
 from prunekit.errors import PrunekitError
 
 log = logging.getLogger("prunekit.data")
@@ -42,15 +42,15 @@ def check_recipe(recipe: Any, cls: type) -> None:
                             f"got {type(recipe).__name__}")
 
 
-def ensure_artefact(key: str, recipe: Any, default: Any, produce: Callable[[Path], Mapping[str, Any]],
-                    data: Mapping[str, Any]) -> Path:
-    """Return the folder of a verified artefact, building it with `produce(tmp_folder)` when needed."""
+def ensure_artefact(key: str, recipe: Any, default: Any, produce: Callable[[Path], Mapping[str, Any]]) -> Path:
+    """Return the folder of a verified artefact, building it with `produce(tmp_folder)` when needed.
+
+    `produce` writes the files and returns the manifest fields it measured (`data`, `metrics`, `params`, ...).
+    """
     name = artefact_name(key, recipe, default)
     rd = recipe_dict(recipe)
     manifest = verify_artefact(name, rd)
     if manifest is not None:
-        from prunekit.data.cache import artefact_dir
-
         return artefact_dir(name)
     log.info("building %s (first use; it is cached afterwards)", name)
-    return write_artefact(name, produce, {"recipe": rd, "data": dict(data)})
+    return write_artefact(name, produce, {"recipe": rd})

@@ -81,9 +81,7 @@ def mnist1d_cnn(pretrained: bool = True, progress: bool = True, *, recipe: Class
 def classifier_path(key: str, recipe: ClassifierRecipe, default: ClassifierRecipe, progress: bool = True) -> Path:
     """The cached folder of a trained classifier (trained on first use)."""
     check_recipe(recipe, ClassifierRecipe)
-    splits = load_dataset(recipe.dataset)
-    data = {"dataset": recipe.dataset, "split": splits.info.split, "split_sizes": splits.info.split_sizes}
-    return ensure_artefact(key, recipe, default, lambda tmp: _train_into(tmp, recipe, progress), data)
+    return ensure_artefact(key, recipe, default, lambda tmp: _train_into(tmp, recipe, progress))
 
 
 def _classifier(key: str, recipe: ClassifierRecipe, default: ClassifierRecipe, pretrained: bool,
@@ -116,6 +114,7 @@ def _train_into(folder: Path, recipe: ClassifierRecipe, progress: bool) -> dict[
                "val_accuracy": evaluate_classifier(model, splits.val),
                "test_accuracy": evaluate_classifier(model, splits.test),
                "final_train_loss": history[-1]}
-    return {"metrics": metrics, "params": sum(p.numel() for p in model.parameters()),
+    data = {"dataset": recipe.dataset, "split": splits.info.split, "split_sizes": splits.info.split_sizes}
+    return {"data": data, "metrics": metrics, "params": sum(p.numel() for p in model.parameters()),
             "train_seconds": round(seconds, 2), "train_cpu_seconds": round(cpu_seconds, 2),
             "torch_threads": torch.get_num_threads()}

@@ -72,11 +72,7 @@ def tiny_llama_path(progress: bool = True, *, recipe: LlamaRecipe | None = None)
     """Return the cached Hugging Face folder of the trained tiny Llama, training it on first use (minutes)."""
     recipe = recipe or TINY_LLAMA_RECIPE
     check_recipe(recipe, LlamaRecipe)
-    info = load_dataset("shakespeare").info
-    data = {"dataset": "shakespeare", "split": info.split, "split_sizes": info.split_sizes,
-            "tokenizer": "character-level, 100 tokens (see prunekit.data.tokenizer)"}
-    return ensure_artefact("tiny_llama", recipe, TINY_LLAMA_RECIPE, lambda tmp: _train_into(tmp, recipe, progress),
-                           data)
+    return ensure_artefact("tiny_llama", recipe, TINY_LLAMA_RECIPE, lambda tmp: _train_into(tmp, recipe, progress))
 
 
 def tiny_llama(pretrained: bool = True, progress: bool = True, *,
@@ -176,7 +172,9 @@ def _train_into(folder: Path, recipe: LlamaRecipe, progress: bool) -> dict[str, 
         "protocol": f"non-overlapping windows of {recipe.eval_seq_len} tokens, mean NLL of every token but each "
                     "window's first, exp (prunekit.data.perplexity)",
     }
-    return {"metrics": metrics, "params": sum(p.numel() for p in model.parameters()),
+    data = {"dataset": "shakespeare", "split": splits.info.split, "split_sizes": splits.info.split_sizes,
+            "tokenizer": f"character-level, {vocab} tokens (prunekit.data.tokenizer)"}
+    return {"data": data, "metrics": metrics, "params": sum(p.numel() for p in model.parameters()),
             "train_seconds": round(seconds, 2), "train_cpu_seconds": round(cpu_seconds, 2),
             "tokens_seen": recipe.steps * recipe.batch_size * recipe.seq_len,
             "torch_threads": torch.get_num_threads()}

@@ -1,0 +1,79 @@
+"""Config of the `structured` method: what to remove (a target ratio), how to rank channels, and the guards."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from prunekit.config import Config
+from prunekit.config.targets import check_pattern
+from prunekit.errors import PrunekitError
+
+TARGET_KINDS = ("width_ratio", "params_ratio", "macs_ratio")
+
+
+class StructuredTarget(Config):
+    """Exactly one ratio in (0, 1]: the fraction that REMAINS (`macs_ratio: 0.5` = half the MACs left)."""
+
+    width_ratio: float | None = Field(
+        None, gt=0.0, le=1.0, description="Fraction of the prunable channels kept (per group, or in total for global)."
+    )
+    params_ratio: float | None = Field(None, gt=0.0, le=1.0, description="Fraction of the parameters kept.")
+    macs_ratio: float | None = Field(
+        None, gt=0.0, le=1.0, description="Fraction of the MACs (on the example inputs) kept."
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> StructuredTarget:
+        given = [k for k in TARGET_KINDS if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise PrunekitError(
+                f"target needs exactly one of {', '.join(TARGET_KINDS)} (got {', '.join(given) or 'none'})"
+            )
+        return self
+
+    @property
+    def kind(self) -> str:
+        """Which ratio was given: "width_ratio", "params_ratio" or "macs_ratio"."""
+        return next(k for k in TARGET_KINDS if getattr(self, k) is not None)
+
+    @property
+    def ratio(self) -> float:
+        """The value of the given ratio."""
+        return float(getattr(self, self.kind))
+
+
+class StructuredConfig(Config):
+    """Remove whole channels (conv filters, linear neurons) and their coupled slices; the model gets smaller."""
+
+    target: StructuredTarget = Field(
+        description="What remains: {width_ratio: x} | {params_ratio: x} | {macs_ratio: x}, x in (0, 1]."
+    )
+    importance: Literal["l1", "l2", "bn_scale", "random"] = Field(
+        "l1",
+        description="Channel score: l1 / l2 norm of every slice in the group (each member normalized by its mean, "
+        "then averaged); bn_scale: |gamma| of the group's norm layers (l2 where a group has none); random (seeded).",
+    )
+    scope: Literal["layer", "global"] = Field(
+        "layer",
+        description="layer: every group keeps the same fraction of its channels; global: one score threshold "
+        "across groups (normalized scores), so some groups keep more than others.",
+    )
+    round_to: int = Field(1, ge=1, description="Keep channel counts per group a multiple of this (e.g. 8).")
+    min_channels: int = Field(1, ge=1, description="Per-group floor of kept channels.")
+    ignore: tuple[str, ...] = Field(
+        (), description="Module names or 're:REGEX' whose channels are never removed (in or out)."
+    )
+    verify: bool = Field(
+        True, description="After surgery, check the pruned model equals the original with removed channels zeroed."
+    )
+    strict: bool = Field(False, description="Raise on any op the dependency graph has no channel rule for.")
+    seed: int = Field(0, description="Seed of the random importance.")
+
+    @field_validator("ignore")
+    @classmethod
+    def _check_entries(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            check_pattern(entry)
+        return value

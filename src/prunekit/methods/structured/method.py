@@ -1,0 +1,209 @@
+"""The `structured` method: dependency graph -> groups -> importance -> selection -> plan -> surgery -> verify.
+
+Thin over `prunekit.graph` (tracing, groups, surgery, equivalence check) and the pure maths of `importance.py`
+and `select.py`. The plan of every structured stage is kept per model: `get_plan(model)` (see plan.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from prunekit.config.targets import match_name
+from prunekit.errors import PrunekitError, suggest
+from prunekit.graph import DependencyGraph, Group, get_tensor, remove_slices
+from prunekit.layers import is_prunable
+from prunekit.methods.base import Method, PruneContext, StageResult, register_method
+from prunekit.methods.structured.config import StructuredConfig
+from prunekit.methods.structured.importance import all_scores
+from prunekit.methods.structured.plan import PlanGroup, PlanSlice, PlanStep, get_plan, record_step
+from prunekit.methods.structured.select import Candidate, candidate, select
+
+_NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.RMSNorm, nn.modules.instancenorm._InstanceNorm)
+
+
+@register_method
+class StructuredMethod(Method):
+    """Remove whole channels (filters, neurons) with every coupled slice; a smaller dense model, plan replayable."""
+
+    name = "structured"
+    config_cls = StructuredConfig
+
+    def apply(self, model: nn.Module, config: StructuredConfig, ctx: PruneContext) -> StageResult:  # type: ignore[override]
+        _check_no_masks(model)
+        graph = DependencyGraph.build(model, ctx.example_inputs, strict=config.strict)
+        ignored = _ignored_modules(model, config.ignore)
+        for module_name, pattern in ignored.items():
+            tensors = [f"{module_name}.{n}" if module_name else n for n, _ in
+                       _own_tensors(model.get_submodule(module_name))]
+            graph.freeze_tensors(tensors, f"ignored by {pattern!r}")
+        groups = graph.groups
+        norm_weights = frozenset(f"{n}.weight" if n else "weight" for n, m in model.named_modules() if isinstance(m, _NORMS))
+        scores = all_scores(groups, lambda name: get_tensor(model, name), config.importance,
+                            norm_weights=norm_weights, seed=config.seed)
+        chosen = [g for g in groups if g.id in scores]
+        cands = [candidate(scores[g.id], _frozen_mask(g)) for g in chosen]
+        masks, reached = _select(graph, chosen, cands, config)
+        keep = {g.id: m for g, m in zip(chosen, masks)}
+        step = _plan_step(model, graph, chosen, keep)
+        before = _sizes(model)
+        undo = remove_slices(model, step.removals())
+        verdict = None
+        if config.verify:
+            verdict = graph.verify(model, keep)
+            if not verdict.ok:
+                undo.restore()
+                raise PrunekitError(
+                    f"structured: equivalence check failed ({verdict.detail}); the model was left unchanged. "
+                    "Some code in the model does not follow the pruned shapes: ignore the module involved, or "
+                    "report the model"
+                )
+        plan = record_step(model, step)
+        result = StageResult(method=self.name, layers=_layer_info(model, groups, before, ignored))
+        result.notes.extend(_notes(graph, config, reached, step, verdict, plan is get_plan(model)))
+        if config.strict and abs(reached - config.target.ratio) > 0.02:
+            raise PrunekitError(
+                f"strict: target {config.target.kind} {config.target.ratio:g} reached only {reached:.3f} "
+                "(frozen channels, min_channels or round_to limit it)"
+            )
+        return result
+
+
+def _check_no_masks(model: nn.Module) -> None:
+    masked = [n for n, m in model.named_modules() if parametrize.is_parametrized(m)]
+    if masked:
+        raise PrunekitError(
+            f"structured pruning needs plain weights, but {masked[0]!r} has a mask attached; "
+            "call prunekit.finalize(model) first"
+        )
+
+
+def _own_tensors(module: nn.Module) -> list[tuple[str, Tensor]]:
+    return [(n, t) for n, t in list(module._parameters.items()) + list(module._buffers.items()) if t is not None]
+
+
+def _ignored_modules(model: nn.Module, patterns: tuple[str, ...]) -> dict[str, str]:
+    names = [n for n, _ in model.named_modules() if n]
+    out: dict[str, str] = {}
+    for pattern in patterns:
+        hits = [n for n in names if match_name(pattern, n)]
+        if not hits:
+            raise PrunekitError(f"ignore entry {pattern!r} matches no module.{suggest(pattern, names)}")
+        for name in hits:  # an ignored container ignores everything inside it
+            for sub, _ in model.get_submodule(name).named_modules():
+                out.setdefault(f"{name}.{sub}" if sub else name, pattern)
+    return out
+
+
+def _frozen_mask(group: Group) -> Tensor:
+    mask = torch.zeros(group.size, dtype=torch.bool)
+    for u in group.frozen:
+        mask[u] = True
+    return mask
+
+
+def _select(graph: DependencyGraph, chosen: list[Group], cands: list[Candidate],
+            config: StructuredConfig) -> tuple[list[Tensor], float]:
+    kind, ratio = config.target.kind, config.target.ratio
+    if not cands:
+        raise PrunekitError(f"structured: no channel can be removed ({graph.summary()})")
+    if kind == "width_ratio":
+        total = sum(int((~c.frozen).sum()) for c in cands)
+
+        def cost(masks: list[Tensor]) -> float:
+            return sum(int((m & ~c.frozen).sum()) for m, c in zip(masks, cands)) / max(total, 1)
+    else:
+        model_cost = graph.cost_model()
+        fn = model_cost.params if kind == "params_ratio" else model_cost.macs
+        dense = model_cost.dense_params if kind == "params_ratio" else model_cost.dense_macs
+        if dense <= 0:
+            raise PrunekitError(f"structured: the model has no {kind.removesuffix('_ratio')} to reduce")
+
+        def cost(masks: list[Tensor]) -> float:
+            return fn(graph.keep_vector({g.id: m for g, m in zip(chosen, masks)})) / dense
+
+    return select(cands, cost, ratio, scope=config.scope, round_to=config.round_to,
+                  min_channels=config.min_channels, width_direct=(kind == "width_ratio"))
+
+
+def _plan_step(model: nn.Module, graph: DependencyGraph, chosen: list[Group], keep: dict[int, Tensor]) -> PlanStep:
+    step = PlanStep()
+    for g in chosen:
+        mask = keep[g.id]
+        gone = [u for u in range(g.size) if not bool(mask[u])]
+        if not gone:
+            continue
+        slices = tuple(PlanSlice(t, d, tuple(ix)) for t, d, ix in g.slices(gone))
+        step.groups.append(PlanGroup(g.name, g.size, g.size - len(gone), slices))
+    for name in step.removals():
+        step.shapes[name] = list(get_tensor(model, name).shape)
+    return step
+
+
+_SIZE_ATTRS = ("out_channels", "in_channels", "groups", "out_features", "in_features", "num_features",
+               "normalized_shape", "num_channels", "num_groups", "embedding_dim", "nf")
+
+
+def _sizes(model: nn.Module) -> dict[str, dict[str, Any]]:
+    """Size attributes (or the first tensor's shape) of every module that owns tensors."""
+    out = {}
+    for name, module in model.named_modules():
+        own = _own_tensors(module)
+        if not own:
+            continue
+        attrs = {a: getattr(module, a) for a in _SIZE_ATTRS if isinstance(getattr(module, a, None), (int, tuple))}
+        out[name] = attrs or {own[0][0]: tuple(own[0][1].shape)}
+    return out
+
+
+def _describe(old: dict[str, Any], new: dict[str, Any]) -> str:
+    def fmt(v: Any) -> str:
+        return str(v[0]) if isinstance(v, tuple) and len(v) == 1 else str(v)
+
+    return "; ".join(f"{k.replace('_', ' ')} {fmt(old[k])} -> {fmt(new.get(k))}" for k in old if old[k] != new.get(k))
+
+
+def _layer_info(model: nn.Module, groups: list[Group], before: dict[str, dict[str, Any]],
+                ignored: dict[str, str]) -> dict[str, dict[str, Any]]:
+    after = _sizes(model)
+    frozen_why: dict[str, str] = {}
+    prunable: set[str] = set()
+    for g in groups:
+        for m in g.members:
+            module = m.param.rpartition(".")[0]
+            if any(u not in g.frozen for u in m.units):
+                prunable.add(module)
+            elif m.units:
+                frozen_why.setdefault(module, g.frozen[m.units[0]])
+    info: dict[str, dict[str, Any]] = {}
+    for name, module in model.named_modules():
+        if name not in before:
+            continue
+        if before[name] != after.get(name):
+            info[name] = {"status": "pruned", "reason": _describe(before[name], after.get(name, {}))}
+        elif name in ignored:
+            info[name] = {"status": "skipped", "reason": f"ignored by {ignored[name]!r}"}
+        elif is_prunable(module) and name not in prunable:
+            why = frozen_why.get(name, "not reached by the traced forward")
+            info[name] = {"status": "skipped", "reason": f"channels frozen: {why}"}
+    return info
+
+
+def _notes(graph: DependencyGraph, config: StructuredConfig, reached: float, step: PlanStep,
+           verdict: Any, recorded: bool) -> list[str]:
+    removed = sum(g.channels_before - g.channels_after for g in step.groups)
+    notes = [
+        f"structured: {graph.summary()}",
+        f"target {config.target.kind} {config.target.ratio:g}: reached {reached:.4f} (analytic, scope {config.scope})",
+        f"removed {removed} channels in {len(step.groups)} groups; plan: prunekit.methods.structured.get_plan(model)"
+        + ("" if recorded else " (not recorded)"),
+    ]
+    if graph.unsupported:
+        ops = ", ".join(sorted({f"{u.op} at {u.module or '<model>'}" for u in graph.unsupported})[:3])
+        notes.append(f"{len(graph.unsupported)} op(s) without a channel rule froze their channels: {ops}")
+    if verdict is not None:
+        notes.append(f"verify: ok, max |pruned - reference| {verdict.max_abs_error:.2g} (output scale {verdict.scale:.2g})")
+    return notes

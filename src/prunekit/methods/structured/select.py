@@ -1,0 +1,161 @@
+"""Selection: which channels each group keeps, to reach a target ratio. Pure maths over scores and a cost function.
+
+- Counts: a group of n units keeps k, with k >= max(frozen units, min(min_channels, n), 1), rounded UP to a
+  multiple of `round_to` (capped at n). The kept units are the k highest-scoring ones (frozen units first).
+- scope "layer": every group keeps round(r * n) units; r is the width ratio itself, or is bisected (60 steps on
+  [0, 1]) until the cost (params or MACs) is closest to the target.
+- scope "global": one threshold t on the normalized scores; a group keeps its units scoring >= t. t is found by
+  binary search over the sorted distinct scores, keeping the candidate whose cost is closest to the target.
+Costs are monotone in r and t up to rounding, so the search returns the closest reachable point; the caller reports
+the ratio actually reached.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One group's input to selection: its unit scores (higher = keep) and which units are frozen.
+
+    `order` ranks the units best first (frozen units first, ties to the lower index); build with `candidate()`.
+    """
+
+    scores: Tensor
+    frozen: Tensor
+    order: Tensor
+
+    @property
+    def size(self) -> int:
+        return int(self.scores.numel())
+
+
+def candidate(scores: Tensor, frozen: Tensor) -> Candidate:
+    """A Candidate with its ranking computed once."""
+    key = scores.to(torch.float64).clone()
+    key[frozen] = math.inf
+    order = torch.sort(-key, stable=True).indices
+    return Candidate(scores.to(torch.float64), frozen.to(torch.bool), order)
+
+
+def clamp_count(k: int, cand: Candidate, round_to: int, min_channels: int) -> int:
+    """Apply the floor (frozen, min_channels, 1) and round up to a multiple of `round_to`, capped at the size."""
+    n = cand.size
+    floor = max(int(cand.frozen.sum()), min(min_channels, n), 1)
+    k = max(k, floor)
+    if round_to > 1:
+        k = int(math.ceil(k / round_to) * round_to)
+    return min(k, n)
+
+
+def top_k_mask(cand: Candidate, k: int) -> Tensor:
+    """Keep mask of the `k` best units; frozen units are kept first, ties go to the lower index."""
+    mask = torch.zeros(cand.size, dtype=torch.bool)
+    mask[cand.order[:k]] = True
+    return mask
+
+
+def layer_masks(cands: Sequence[Candidate], ratio: float, round_to: int, min_channels: int) -> list[Tensor]:
+    """Every group keeps round(ratio * size) units (then floors and rounding)."""
+    return [top_k_mask(c, clamp_count(int(math.floor(ratio * c.size + 0.5)), c, round_to, min_channels))
+            for c in cands]
+
+
+def threshold_masks(cands: Sequence[Candidate], t: float, round_to: int, min_channels: int) -> list[Tensor]:
+    """Every group keeps its units scoring >= t (then floors and rounding)."""
+    out = []
+    for c in cands:
+        k = int(((c.scores >= t) | c.frozen).sum())
+        out.append(top_k_mask(c, clamp_count(k, c, round_to, min_channels)))
+    return out
+
+
+def select(
+    cands: Sequence[Candidate],
+    cost: Callable[[list[Tensor]], float],
+    target: float,
+    *,
+    scope: str,
+    round_to: int = 1,
+    min_channels: int = 1,
+    width_direct: bool = False,
+) -> tuple[list[Tensor], float]:
+    """Keep masks whose cost is closest to `target` (a fraction of the unpruned cost).
+
+    Args:
+        cands: one Candidate per group.
+        cost: masks -> cost as a fraction of the unpruned model (1.0 = nothing removed).
+        target: the fraction to reach.
+        scope: "layer" or "global".
+        round_to, min_channels: count constraints (see module docstring).
+        width_direct: layer scope with a width target: use `target` as the per-group ratio without searching.
+
+    Returns:
+        (masks, the cost fraction they reach).
+    """
+    if scope == "layer":
+        if width_direct:
+            masks = layer_masks(cands, target, round_to, min_channels)
+            return masks, cost(masks)
+        return _bisect(lambda r: layer_masks(cands, r, round_to, min_channels), cost, target)
+    scores = torch.cat([c.scores[~c.frozen].to(torch.float64) for c in cands]) if cands else torch.zeros(0)
+    levels = torch.unique(scores).tolist()
+    if not levels:
+        masks = [torch.ones(c.size, dtype=torch.bool) for c in cands]
+        return masks, cost(masks)
+    levels.append(math.inf)  # keep-only-the-floors point
+    best = None
+    lo, hi = 0, len(levels) - 1  # cost(levels[lo]) is the largest, cost(levels[hi]) the smallest
+    seen: dict[int, tuple[list[Tensor], float]] = {}
+
+    def at(i: int) -> tuple[list[Tensor], float]:
+        if i not in seen:
+            masks = threshold_masks(cands, levels[i], round_to, min_channels)
+            seen[i] = (masks, cost(masks))
+        return seen[i]
+
+    for i in (lo, hi):
+        best = _closer(best, at(i), target)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        masks, c = at(mid)
+        best = _closer(best, (masks, c), target)
+        if c > target:
+            lo = mid
+        else:
+            hi = mid
+    return best  # type: ignore[return-value]
+
+
+def _bisect(make: Callable[[float], list[Tensor]], cost: Callable[[list[Tensor]], float], target: float,
+            steps: int = 60) -> tuple[list[Tensor], float]:
+    lo, hi = 0.0, 1.0
+    best = None
+    for r in (lo, hi):
+        masks = make(r)
+        best = _closer(best, (masks, cost(masks)), target)
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        masks = make(mid)
+        c = cost(masks)
+        best = _closer(best, (masks, c), target)
+        if c > target:
+            hi = mid
+        else:
+            lo = mid
+        if hi - lo < 1e-9:
+            break
+    return best  # type: ignore[return-value]
+
+
+def _closer(best: tuple[list[Tensor], float] | None, new: tuple[list[Tensor], float],
+            target: float) -> tuple[list[Tensor], float]:
+    if best is None or abs(new[1] - target) < abs(best[1] - target) - 1e-12:
+        return new
+    return best
