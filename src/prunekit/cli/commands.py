@@ -113,4 +113,4 @@ def cmd_prune(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from prunekit.cli.demo import run_demo
 
-    return run_demo(out=args.out, quick=args.quick, overwrite=args.overwrite)
+    return run_demo(out=args.out, quick=args.quick, overwrite=args.overwrite, threads=args.threads)

@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default: prunekit-demo/<timestamp>)")
     p.add_argument("--quick", action="store_true", help="a smaller, faster run (for tests)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads for training and timing (default 1)")
     return parser
 
 
