@@ -36,14 +36,3 @@ def zoo(_zoo_cache: dict[str, tuple[nn.Module, Any]]) -> Callable[[str], tuple[n
         return copy.deepcopy(model), inputs
 
     return get
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Run each test on one intra-op thread: the models are tiny, and with 2 cores shared, threads only contend."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
