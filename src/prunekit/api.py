@@ -74,8 +74,10 @@ def prune(
     order = execution_order(model, example_inputs) if example_inputs is not None else None
     ctx = PruneContext(example_inputs=example_inputs, execution_order=order, progress=progress)
     layer_info: dict[str, dict[str, Any]] = {}
+    stages = []
     for st in recipe.stages:
         result = METHODS.get(st.method)().apply(model, st.config, ctx)
+        stages.append({**st.to_dict(), **({"notes": list(result.notes)} if result.notes else {})})
         for name, info in result.layers.items():
             if layer_info.get(name, {}).get("status") == "pruned" and info["status"] != "pruned":
                 continue  # an earlier stage pruned it; a later skip does not undo that
@@ -86,7 +88,7 @@ def prune(
         example_inputs,
         layer_info=layer_info,
         base_count=base,
-        stages=[s.to_dict() for s in recipe.stages],
+        stages=stages,
         model_spec=model_spec,
         target_sparsity=target,
     )

@@ -166,3 +166,23 @@ def test_console_script_version_and_error_exit_code(tmp_path):
     res = subprocess.run([str(exe), "validate", str(tmp_path / "nope.yaml")], capture_output=True, text=True, check=False)
     assert res.returncode == 2
     assert res.stderr.strip().splitlines() == [f"prunekit: error: recipe file not found: {tmp_path / 'nope.yaml'}"]
+
+
+def test_structured_prune_writes_a_replayable_plan(tmp_path):
+    from prunekit.methods.structured import PruningPlan, apply_plan
+    from toy_models import mlp
+
+    recipe = tmp_path / "s.yaml"
+    recipe.write_text("stages:\n  - method: structured\n    target: {width_ratio: 0.5}\n")
+    out = tmp_path / "out"
+    assert main(["prune", str(recipe), "--model", "toy_models:mlp", "--out", str(out), "--input-shape", "2,16"]) == 0
+    plan = PruningPlan.from_json((out / "plan.json").read_text())
+    rebuilt = mlp()
+    apply_plan(rebuilt, plan)
+    state = load_file(str(out / "model.safetensors"))
+    assert state["0.weight"].shape[0] < 32  # hidden neurons really removed
+    rebuilt.load_state_dict(state)  # shapes of the replayed model match the saved weights
+    report = json.loads((out / "report.json").read_text())
+    assert any(n.startswith("verify: ok") for n in report["stages"][0]["notes"])
+    params = {m["name"]: m for m in report["metrics"]}["params"]
+    assert params["after"] < params["before"]

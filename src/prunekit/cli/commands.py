@@ -19,6 +19,7 @@ from prunekit.errors import PrunekitError
 from prunekit.eval import PruneReport
 from prunekit.export import atomic_write_text, finalize, output_dir, save_weights
 from prunekit.export.files import check_output_dir
+from prunekit.methods.structured import get_plan
 from prunekit.recipes import load_recipe
 from prunekit.registry import ALL_REGISTRIES
 from prunekit.specs import data_example_inputs, load_data, load_model, parse_shape
@@ -99,13 +100,20 @@ def cmd_prune(args: argparse.Namespace) -> int:
     if dense is not None and inputs is not None:
         con.print("measuring dense vs pruned (latency, memory, file size, task metric)...")
         measure(report, dense, model, inputs, evaluate=_task_evaluator(loaded, data))
+    plan = get_plan(model)
     with output_dir(args.out, args.overwrite) as tmp:
         save_weights(model, tmp)
+        if plan is not None:  # structured stages changed shapes: the plan rebuilds the model from its base
+            atomic_write_text(tmp / "plan.json", plan.to_json())
         if loaded.tokenizer is not None:
             loaded.tokenizer.save_pretrained(str(tmp))
         atomic_write_text(tmp / "recipe.yaml", recipe.to_yaml())
         report.save(tmp)
     report.print(con)
+    if plan is not None:
+        con.print("plan.json replays the structured pruning on the base model (prunekit.methods.structured.apply_plan)"
+                  + ("; the Hugging Face config is not edited yet, so from_pretrained(DIR) does not load it"
+                     if loaded.kind == "hf" else ""))
     con.print(f"[bold]wrote[/bold] {args.out}")
     return 0
 

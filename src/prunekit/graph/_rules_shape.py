@@ -22,7 +22,7 @@ UNARY = (
     "log log1p sqrt rsqrt abs abs_ neg reciprocal sin cos erf sign square floor ceil round trunc nan_to_num "
     "clamp clamp_ clamp_min clamp_min_ clamp_max clamp_max_ dropout dropout_ feature_dropout alpha_dropout "
     "contiguous clone detach alias lift_fresh_copy _to_copy to logical_not bitwise_not isnan isinf "
-    "add.Scalar mul.Scalar sub.Scalar div.Scalar pow.Tensor_Scalar gelu_backward"
+    "add.Scalar mul.Scalar sub.Scalar div.Scalar pow.Tensor_Scalar"
 ).split()
 BINARY = (
     "add add_ sub sub_ rsub mul mul_ div div_ maximum minimum pow where masked_fill masked_fill_ eq ne lt le gt ge "
@@ -48,6 +48,11 @@ def elementwise(w: Walk, node: Node) -> Any:
         return free_like(node)
     inputs = _tensor_args(w, node)
     return broadcast_merge(w.atoms, inputs, tuple(val.shape), f"element-wise {node.target} with a tensor without channels at {w.where()}")
+
+
+def like_first(w: Walk, node: Node) -> Label:
+    """type_as / view_as-style ops whose values come from the first argument only."""
+    return dict(w.label(node.args[0]) or {})
 
 
 def constant_out(w: Walk, node: Node) -> Any:
@@ -324,7 +329,7 @@ def shape_rules() -> dict[str, Rule]:
                  swapdims=transpose, movedim=movedim, moveaxis=movedim, expand=expand, expand_as=expand,
                  broadcast_to=expand, repeat=repeat, cat=cat, concat=cat, concatenate=cat, stack=stack,
                  split=split, split_with_sizes=split, chunk=split, unsafe_split=split, unbind=unbind, slice=slice_,
-                 select=select, getitem=getitem, type_as=elementwise)
+                 select=select, getitem=getitem, type_as=like_first)
     for name in "mean sum nansum amax amin max min var std var_mean std_mean prod logsumexp linalg_vector_norm norm any all argmax argmin".split():
         table[name] = reduction
     for name in "softmax _softmax log_softmax _log_softmax cumsum cumprod flip roll sort topk".split():

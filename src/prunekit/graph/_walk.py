@@ -149,6 +149,7 @@ class Walk:
                 return dict(FREE) if self.shape(arg) is not None else None
             if name not in self._lazy:
                 self._lazy[name] = self._bare_param_label(name, self.shape(arg) or ())
+                self.labels[arg.name] = self._lazy[name]  # so the equivalence check masks it like an activation
             return self._lazy[name]
         value = self.labels.get(arg.name)
         return value if isinstance(value, dict) else None

@@ -24,7 +24,7 @@ from prunekit.graph._trace import export_model
 from prunekit.graph._walk import Unsupported, Walk
 from prunekit.graph.cost import CostModel
 from prunekit.graph.groups import Group, form_groups
-from prunekit.graph.surgery import owner, sliceable_dims
+from prunekit.graph.surgery import owner, remove_slices, sliceable_dims
 from prunekit.graph.verify import VerifyResult, compare, reference_outputs
 
 RULES = {**shape_rules(), **layer_rules()}
@@ -103,6 +103,18 @@ class DependencyGraph:
         self._groups = None
         return hits
 
+    def freeze_groups(self, ids: Iterable[int], reason: str) -> None:
+        """Freeze every unit of the given groups (they keep all their channels)."""
+        wanted = set(ids)
+        offset = 0
+        roots: list[int] = []
+        for g in self.groups:
+            if g.id in wanted:
+                roots.extend(self._unit_roots[offset:offset + g.size])
+            offset += g.size
+        self._walk.atoms.freeze(torch.tensor(roots, dtype=torch.int64), reason)
+        self._groups = None
+
     @property
     def attached_tensors(self) -> list[str]:
         """Names of the parameters / buffers with at least one sliceable dim attached."""
@@ -170,6 +182,42 @@ class DependencyGraph:
         inputs = self.example_inputs if example_inputs is None else example_inputs
         ref = reference_outputs(self._walk.ep, self._walk.labels, self._walk.statistics, self.keep_atoms(keep), inputs)
         return compare(pruned, ref, inputs, rtol, atol)
+
+    def breaking_groups(self, model: nn.Module, keep: Mapping[int, Tensor], *, max_checks: int = 200) -> list[int]:
+        """Groups whose removal alone makes the equivalence check fail (found by bisection, model left unchanged).
+
+        A failure that appears only for a combination of groups returns the whole combination. Each check prunes
+        a subset of the groups, verifies, and undoes the surgery.
+
+        Raises:
+            PrunekitError: more than `max_checks` checks were needed.
+        """
+        checks = 0
+
+        def fails(ids: list[int]) -> bool:
+            nonlocal checks
+            checks += 1
+            if checks > max_checks:
+                raise PrunekitError(f"structured: isolating the groups that break the equivalence check took more "
+                                    f"than {max_checks} checks")
+            subset = {i: keep[i] for i in ids}
+            undo = remove_slices(model, self.removals(subset))
+            try:
+                return not self.verify(model, subset).ok
+            finally:
+                undo.restore()
+
+        def search(ids: list[int]) -> list[int]:
+            if not fails(ids):
+                return []
+            if len(ids) == 1:
+                return ids
+            half = len(ids) // 2
+            found = search(ids[:half]) + search(ids[half:])
+            return found or ids
+
+        pruned = [g.id for g in self.groups if g.id in keep and not bool(keep[g.id].all())]
+        return search(pruned) if pruned else []
 
     def summary(self) -> str:
         """One line: groups, units, prunable units, ops without a rule."""

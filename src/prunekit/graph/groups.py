@@ -56,7 +56,7 @@ class Group:
     id: int
     size: int
     members: tuple[GroupMember, ...]
-    frozen: dict[int, str] = field(default_factory=dict)
+    frozen: dict[int, str] = field(default_factory=dict, hash=False)
     modules: tuple[str, ...] = ()
 
     @property

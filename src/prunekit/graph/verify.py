@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torch.fx import Interpreter, Node
 
 from prunekit.graph._labels import Label, keep_mask
-from prunekit.graph._trace import eval_mode, split_inputs
+from prunekit.graph._trace import eval_mode, flat_graph_inputs, split_inputs
 from prunekit.graph._walk import op_key
 from prunekit.layers import call_model
 
@@ -66,10 +66,10 @@ class _MaskedInterpreter(Interpreter):
             result = _masked_statistic(self, n, args, kwargs)
         else:
             result = super().run_node(n)
-        if n.op != "call_function":
+        if n.op not in ("call_function", "placeholder"):
             return result
         label = self.labels.get(n.name)
-        inplace = op_key(n.target).endswith("_")
+        inplace = n.op == "call_function" and op_key(n.target).endswith("_")
         if isinstance(result, Tensor):
             return _apply(result, self._mask(label, result), inplace)
         if isinstance(result, (list, tuple)) and isinstance(label, (list, tuple)):
@@ -84,12 +84,13 @@ class _MaskedInterpreter(Interpreter):
         mask = self._mask(label, value)
         if mask is None:
             return torch.ones_like(value)
-        return mask.expand(value.shape).to(value.dtype)
+        return mask.to(value.device).expand(value.shape).to(value.dtype)
 
 
 def _apply(value: Tensor, mask: Tensor | None, inplace: bool) -> Tensor:
     if mask is None:
         return value
+    mask = mask.to(value.device)
     return value.masked_fill_(~mask, 0) if inplace else value.masked_fill(~mask, 0)
 
 
@@ -153,7 +154,10 @@ def reference_outputs(ep: Any, labels: dict[str, Any], stats: dict[str, tuple[st
                       keep_atom: Tensor, example_inputs: Any) -> list[Tensor]:
     """Outputs of the original exported graph with removed channels zeroed at every node (user outputs only)."""
     args, kwargs = split_inputs(example_inputs)
-    flat = ep._graph_module_flat_inputs(args, kwargs)
+    if hasattr(ep, "_graph_module_flat_inputs"):  # torch's own flattening (kwargs order, constants)
+        flat = ep._graph_module_flat_inputs(args, kwargs)
+    else:
+        flat = flat_graph_inputs(ep, example_inputs, ep.state_dict)
     with torch.no_grad():
         outs = _MaskedInterpreter(ep.graph_module, labels, stats, keep_atom).run(*flat)
     outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]

@@ -48,12 +48,12 @@ class StructuredConfig(Config):
     """Remove whole channels (conv filters, linear neurons) and their coupled slices; the model gets smaller."""
 
     target: StructuredTarget = Field(
-        description="What remains: {width_ratio: x} | {params_ratio: x} | {macs_ratio: x}, x in (0, 1]."
+        description="What remains, one of {width_ratio: x}, {params_ratio: x}, {macs_ratio: x} with x in (0, 1]."
     )
     importance: Literal["l1", "l2", "bn_scale", "random"] = Field(
         "l1",
         description="Channel score: l1 / l2 norm of every slice in the group (each member normalized by its mean, "
-        "then averaged); bn_scale: |gamma| of the group's norm layers (l2 where a group has none); random (seeded).",
+        "then averaged); bn_scale: absolute gamma of the group's norm layers (l2 where a group has none); random (seeded).",
     )
     scope: Literal["layer", "global"] = Field(
         "layer",
@@ -67,6 +67,11 @@ class StructuredConfig(Config):
     )
     verify: bool = Field(
         True, description="After surgery, check the pruned model equals the original with removed channels zeroed."
+    )
+    repair: bool = Field(
+        True,
+        description="When verify fails (model code using sizes the graph cannot see), find the groups whose removal "
+        "changes the output, keep them whole, and select again (at most 3 times); false: raise instead.",
     )
     strict: bool = Field(False, description="Raise on any op the dependency graph has no channel rule for.")
     seed: int = Field(0, description="Seed of the random importance.")

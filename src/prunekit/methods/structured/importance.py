@@ -26,9 +26,12 @@ KINDS = ("l1", "l2", "bn_scale", "random")
 
 def slice_norms(tensor: Tensor, dim: int, indices: list[int], norm: str) -> Tensor:
     """Per-index |.|-sum ("l1") or sum of squares ("l2") of `tensor`'s slices along `dim` (float64)."""
-    t = tensor.detach().to(torch.float64).movedim(dim, 0)[torch.as_tensor(indices, dtype=torch.long)]
-    t = t.reshape(len(indices), -1)
-    return t.abs().sum(1) if norm == "l1" else t.square().sum(1)
+    t = tensor.detach()
+    others = [d for d in range(t.ndim) if d != dim]
+    per_index = t.abs().sum(others) if norm == "l1" else t.square().sum(others)
+    if not others:
+        per_index = t.abs() if norm == "l1" else t.square()
+    return per_index.to(device="cpu", dtype=torch.float64)[torch.as_tensor(indices, dtype=torch.long)]
 
 
 def _per_unit(group: Group, member_index: int, values: Tensor) -> Tensor:

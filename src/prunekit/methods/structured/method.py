@@ -6,6 +6,7 @@ and `select.py`. The plan of every structured stage is kept per model: `get_plan
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -14,7 +15,7 @@ from torch.nn.utils import parametrize
 
 from prunekit.config.targets import match_name
 from prunekit.errors import PrunekitError, suggest
-from prunekit.graph import DependencyGraph, Group, get_tensor, remove_slices
+from prunekit.graph import DependencyGraph, Group, VerifyResult, get_tensor, remove_slices
 from prunekit.layers import is_prunable
 from prunekit.methods.base import Method, PruneContext, StageResult, register_method
 from prunekit.methods.structured.config import StructuredConfig
@@ -22,6 +23,7 @@ from prunekit.methods.structured.importance import all_scores
 from prunekit.methods.structured.plan import PlanGroup, PlanSlice, PlanStep, get_plan, record_step
 from prunekit.methods.structured.select import Candidate, candidate, select
 
+_MAX_REPAIRS = 3
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.RMSNorm, nn.modules.instancenorm._InstanceNorm)
 
 
@@ -36,40 +38,68 @@ class StructuredMethod(Method):
         _check_no_masks(model)
         graph = DependencyGraph.build(model, ctx.example_inputs, strict=config.strict)
         ignored = _ignored_modules(model, config.ignore)
+        by_id = {id(get_tensor(model, name)): name for name in graph.attached_tensors}  # tied: graph's own name
         for module_name, pattern in ignored.items():
-            tensors = [f"{module_name}.{n}" if module_name else n for n, _ in
-                       _own_tensors(model.get_submodule(module_name))]
-            graph.freeze_tensors(tensors, f"ignored by {pattern!r}")
+            own = [by_id[id(t)] for _, t in _own_tensors(model.get_submodule(module_name)) if id(t) in by_id]
+            graph.freeze_tensors(own, f"ignored by {pattern!r}")
+        run = _prune_verified(model, graph, config)
+        plan = record_step(model, run.step)
+        result = StageResult(method=self.name, layers=_layer_info(model, graph.groups, run.before, ignored))
+        result.notes.extend(_notes(graph, config, run.reached, run.step, run.verdict, plan is get_plan(model)))
+        if run.kept_whole:
+            result.notes.append(f"repair: {len(run.kept_whole)} group(s) kept whole after a failed check: "
+                                + ", ".join(run.kept_whole[:5]) + (" ..." if len(run.kept_whole) > 5 else ""))
+        return result
+
+
+@dataclass
+class _Run:
+    step: PlanStep
+    reached: float
+    before: dict[str, dict[str, Any]]
+    verdict: VerifyResult | None
+    kept_whole: list[str] = field(default_factory=list)
+
+
+def _prune_verified(model: nn.Module, graph: DependencyGraph, config: StructuredConfig) -> _Run:
+    """Score, select, cut and check; on a failed check keep the breaking groups whole and try again."""
+    norm_weights = frozenset(f"{n}.weight" if n else "weight" for n, m in model.named_modules() if isinstance(m, _NORMS))
+    kept_whole: list[str] = []
+    attempt = 0
+    while True:
         groups = graph.groups
-        norm_weights = frozenset(f"{n}.weight" if n else "weight" for n, m in model.named_modules() if isinstance(m, _NORMS))
         scores = all_scores(groups, lambda name: get_tensor(model, name), config.importance,
                             norm_weights=norm_weights, seed=config.seed)
         chosen = [g for g in groups if g.id in scores]
         cands = [candidate(scores[g.id], _frozen_mask(g)) for g in chosen]
         masks, reached = _select(graph, chosen, cands, config)
-        keep = {g.id: m for g, m in zip(chosen, masks)}
-        step = _plan_step(model, graph, chosen, keep)
-        before = _sizes(model)
-        undo = remove_slices(model, step.removals())
-        verdict = None
-        if config.verify:
-            verdict = graph.verify(model, keep)
-            if not verdict.ok:
-                undo.restore()
-                raise PrunekitError(
-                    f"structured: equivalence check failed ({verdict.detail}); the model was left unchanged. "
-                    "Some code in the model does not follow the pruned shapes: ignore the module involved, or "
-                    "report the model"
-                )
-        plan = record_step(model, step)
-        result = StageResult(method=self.name, layers=_layer_info(model, groups, before, ignored))
-        result.notes.extend(_notes(graph, config, reached, step, verdict, plan is get_plan(model)))
         if config.strict and abs(reached - config.target.ratio) > 0.02:
             raise PrunekitError(
-                f"strict: target {config.target.kind} {config.target.ratio:g} reached only {reached:.3f} "
+                f"strict: target {config.target.kind} {config.target.ratio:g} can only reach {reached:.3f} "
                 "(frozen channels, min_channels or round_to limit it)"
             )
-        return result
+        keep = {g.id: m for g, m in zip(chosen, masks)}
+        step = _plan_step(model, chosen, keep)
+        before = _sizes(model)
+        undo = remove_slices(model, step.removals())
+        verdict = graph.verify(model, keep) if config.verify else None
+        if verdict is None or verdict.ok:
+            return _Run(step, reached, before, verdict, kept_whole)
+        undo.restore()
+        if not config.repair or attempt == _MAX_REPAIRS:
+            raise PrunekitError(
+                f"structured: equivalence check failed ({verdict.detail}); the model was left unchanged. Some code "
+                "in the model does not follow the pruned shapes: ignore the module involved"
+                + ("" if config.repair else ", or set repair: true")
+            )
+        bad = graph.breaking_groups(model, keep)
+        if not bad:
+            raise PrunekitError(f"structured: equivalence check failed ({verdict.detail}) and no group could be "
+                                "isolated; the model was left unchanged")
+        kept_whole.extend(groups[i].name for i in bad)
+        graph.freeze_groups(bad, "kept whole: removing its channels changed the model's output (the model's code "
+                                 "uses sizes the dependency graph cannot see)")
+        attempt += 1
 
 
 def _check_no_masks(model: nn.Module) -> None:
@@ -129,7 +159,7 @@ def _select(graph: DependencyGraph, chosen: list[Group], cands: list[Candidate],
                   min_channels=config.min_channels, width_direct=(kind == "width_ratio"))
 
 
-def _plan_step(model: nn.Module, graph: DependencyGraph, chosen: list[Group], keep: dict[int, Tensor]) -> PlanStep:
+def _plan_step(model: nn.Module, chosen: list[Group], keep: dict[int, Tensor]) -> PlanStep:
     step = PlanStep()
     for g in chosen:
         mask = keep[g.id]

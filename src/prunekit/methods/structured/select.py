@@ -3,7 +3,8 @@
 - Counts: a group of n units keeps k, with k >= max(frozen units, min(min_channels, n), 1), rounded UP to a
   multiple of `round_to` (capped at n). The kept units are the k highest-scoring ones (frozen units first).
 - scope "layer": every group keeps round(r * n) units; r is the width ratio itself, or is bisected (60 steps on
-  [0, 1]) until the cost (params or MACs) is closest to the target.
+  [0, 1]) until the cost (params or MACs) is closest to the target; then the groups whose count differs between
+  the two ratios around the target move up one at a time (each group stays within one step of the common ratio).
 - scope "global": one threshold t on the normalized scores; a group keeps its units scoring >= t. t is found by
   binary search over the sorted distinct scores, keeping the candidate whose cost is closest to the target.
 Costs are monotone in r and t up to rounding, so the search returns the closest reachable point; the caller reports
@@ -61,10 +62,14 @@ def top_k_mask(cand: Candidate, k: int) -> Tensor:
     return mask
 
 
-def layer_masks(cands: Sequence[Candidate], ratio: float, round_to: int, min_channels: int) -> list[Tensor]:
+def layer_counts(cands: Sequence[Candidate], ratio: float, round_to: int, min_channels: int) -> list[int]:
     """Every group keeps round(ratio * size) units (then floors and rounding)."""
-    return [top_k_mask(c, clamp_count(int(math.floor(ratio * c.size + 0.5)), c, round_to, min_channels))
-            for c in cands]
+    return [clamp_count(int(math.floor(ratio * c.size + 0.5)), c, round_to, min_channels) for c in cands]
+
+
+def layer_masks(cands: Sequence[Candidate], ratio: float, round_to: int, min_channels: int) -> list[Tensor]:
+    """Keep masks of `layer_counts`."""
+    return [top_k_mask(c, k) for c, k in zip(cands, layer_counts(cands, ratio, round_to, min_channels))]
 
 
 def threshold_masks(cands: Sequence[Candidate], t: float, round_to: int, min_channels: int) -> list[Tensor]:
@@ -103,7 +108,7 @@ def select(
         if width_direct:
             masks = layer_masks(cands, target, round_to, min_channels)
             return masks, cost(masks)
-        return _bisect(lambda r: layer_masks(cands, r, round_to, min_channels), cost, target)
+        return _layer_search(cands, cost, target, round_to, min_channels)
     scores = torch.cat([c.scores[~c.frozen].to(torch.float64) for c in cands]) if cands else torch.zeros(0)
     levels = torch.unique(scores).tolist()
     if not levels:
@@ -133,24 +138,38 @@ def select(
     return best  # type: ignore[return-value]
 
 
-def _bisect(make: Callable[[float], list[Tensor]], cost: Callable[[list[Tensor]], float], target: float,
-            steps: int = 60) -> tuple[list[Tensor], float]:
+def _layer_search(cands: Sequence[Candidate], cost: Callable[[list[Tensor]], float], target: float,
+                  round_to: int, min_channels: int, steps: int = 60) -> tuple[list[Tensor], float]:
+    """Bisect the common ratio r, then refine between the two counts around the target one group at a time
+    (groups of equal size change count at the same r, so the plain bisection can only make coarse steps)."""
+
+    def evaluate(counts: list[int]) -> tuple[list[Tensor], float]:
+        masks = [top_k_mask(c, k) for c, k in zip(cands, counts)]
+        return masks, cost(masks)
+
     lo, hi = 0.0, 1.0
-    best = None
-    for r in (lo, hi):
-        masks = make(r)
-        best = _closer(best, (masks, cost(masks)), target)
+    lo_counts, hi_counts = layer_counts(cands, lo, round_to, min_channels), layer_counts(cands, hi, round_to, min_channels)
+    best = _closer(None, evaluate(lo_counts), target)
+    best = _closer(best, evaluate(hi_counts), target)
     for _ in range(steps):
         mid = (lo + hi) / 2
-        masks = make(mid)
-        c = cost(masks)
-        best = _closer(best, (masks, c), target)
-        if c > target:
-            hi = mid
+        counts = layer_counts(cands, mid, round_to, min_channels)
+        found = evaluate(counts)
+        best = _closer(best, found, target)
+        if found[1] > target:
+            hi, hi_counts = mid, counts
         else:
-            lo = mid
+            lo, lo_counts = mid, counts
         if hi - lo < 1e-9:
             break
+    current = list(lo_counts)
+    for i, (a, b) in enumerate(zip(lo_counts, hi_counts)):
+        if b > a:
+            current[i] = b
+            found = evaluate(current)
+            best = _closer(best, found, target)
+            if found[1] > target:
+                break
     return best  # type: ignore[return-value]
 
 
