@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from prunekit.data import shakespeare as _shakespeare
-from prunekit.data.splits import DatasetInfo, DatasetSplits, LabeledTextDataset, TextDataset, stratified_split
+from prunekit.data.splits import DatasetInfo, DatasetSplits, LabeledTextDataset, stratified_split
 from prunekit.errors import PrunekitError, choices_text, suggest
 
 DIGITS_SEED = 0

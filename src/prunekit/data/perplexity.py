@@ -76,7 +76,8 @@ def _as_ids(tokenizer_or_ids: Any, text: str | None) -> torch.Tensor:
 
 @torch.no_grad()
 def perplexity(model: torch.nn.Module, tokenizer_or_ids: Any, text: str | None = None, *, seq_len: int = 256,
-               stride: int = 256, batch_size: int = 8, device: str | torch.device | None = None) -> float:
+               stride: int = 256, batch_size: int = 8, device: str | torch.device | None = None,
+               progress: bool = False) -> float:
     """Perplexity of a causal LM on one text, by the protocol in the module docstring.
 
     Args:
@@ -87,10 +88,13 @@ def perplexity(model: torch.nn.Module, tokenizer_or_ids: Any, text: str | None =
         stride: Step between window starts; `stride == seq_len` gives non-overlapping windows.
         batch_size: Windows per forward pass.
         device: Where to run; default: the device of the model's first parameter (CPU for a parameterless model).
+        progress: Show a tqdm bar over the windows.
 
     Returns:
         exp(mean NLL per scored token).
     """
+    from tqdm.auto import tqdm
+
     ids = _as_ids(tokenizer_or_ids, text)
     spans = window_spans(len(ids), seq_len, stride)
     if device is None:
@@ -99,6 +103,7 @@ def perplexity(model: torch.nn.Module, tokenizer_or_ids: Any, text: str | None =
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
+    bar = tqdm(total=len(spans), desc="perplexity", disable=not progress, leave=False)
     try:
         # Windows of equal length share a batch (only the last window can be shorter).
         by_len: dict[int, list[tuple[int, int, int]]] = {}
@@ -117,7 +122,9 @@ def perplexity(model: torch.nn.Module, tokenizer_or_ids: Any, text: str | None =
                     keep[row, first - 1:] = True
                 total += float(nll[keep].double().sum())
                 count += int(keep.sum())
+                bar.update(len(chunk))
     finally:
+        bar.close()
         model.train(was_training)
     return math.exp(total / count)
 

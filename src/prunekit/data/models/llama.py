@@ -154,16 +154,17 @@ def _train_into(folder: Path, recipe: LlamaRecipe, progress: bool) -> dict[str, 
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
 
+    eval_start = time.perf_counter()
     vocab = len(tokenizer)
     window = {"seq_len": recipe.eval_seq_len, "stride": recipe.eval_seq_len}
     tr, va, te = train_ids.numpy(), val_ids.numpy(), test_ids.numpy()
     # The bigram's smoothing is chosen on validation, as a fair baseline would be tuned.
     alpha = min(recipe.bigram_alphas, key=lambda a: bigram_perplexity(tr, va, vocab, alpha=a, **window))
     metrics = {
-        "val_perplexity": perplexity(model, val_ids, **window),
-        "test_perplexity": perplexity(model, test_ids, **window),
-        "unigram_val_perplexity": unigram_perplexity(tr, va, vocab, **window),
-        "unigram_test_perplexity": unigram_perplexity(tr, te, vocab, **window),
+        "val_perplexity": perplexity(model, val_ids, progress=progress, **window),
+        "test_perplexity": perplexity(model, test_ids, progress=progress, **window),
+        "unigram_val_perplexity": unigram_perplexity(tr, va, vocab, alpha=1.0, **window),
+        "unigram_test_perplexity": unigram_perplexity(tr, te, vocab, alpha=1.0, **window),
         "bigram_val_perplexity": bigram_perplexity(tr, va, vocab, alpha=alpha, **window),
         "bigram_test_perplexity": bigram_perplexity(tr, te, vocab, alpha=alpha, **window),
         "bigram_alpha": alpha, "unigram_alpha": 1.0,
@@ -176,5 +177,6 @@ def _train_into(folder: Path, recipe: LlamaRecipe, progress: bool) -> dict[str, 
             "tokenizer": f"character-level, {vocab} tokens (prunekit.data.tokenizer)"}
     return {"data": data, "metrics": metrics, "params": sum(p.numel() for p in model.parameters()),
             "train_seconds": round(seconds, 2), "train_cpu_seconds": round(cpu_seconds, 2),
+            "eval_seconds": round(time.perf_counter() - eval_start, 2),
             "tokens_seen": recipe.steps * recipe.batch_size * recipe.seq_len,
             "torch_threads": torch.get_num_threads()}
