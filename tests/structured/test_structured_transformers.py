@@ -1,6 +1,10 @@
-"""Transformer MLPs (FFN width) on tiny random Hugging Face models: attention stays whole (heads are the next
-increment), the feed-forward hidden width and the residual stream shrink, the equivalence check passes, and the
-plan replays. The Hugging Face config is not edited yet, so these models are pruned in memory only."""
+"""Transformers on tiny random Hugging Face models: FFN width, residual stream and whole attention heads.
+
+Per-layer mode (`uniform_layers: false, hf_config: false`): BERT / ViT / Llama (GQA) lose whole heads (q/k/v
+out-features and o_proj in-features by head; with GQA a key-value head together with its query heads), the
+equivalence check passes and the plan replays. GPT-2 splits its fused c_attn with a constant size, which the check
+catches: repair keeps those heads whole. Default mode on Hugging Face models: sizes the config cannot express stay.
+"""
 
 from __future__ import annotations
 
@@ -18,41 +22,61 @@ from prunekit.methods.structured.method import StructuredMethod
 pytest.importorskip("transformers")
 from zoo import ZOO  # noqa: E402  (needs transformers)
 
-CASES = {  # zoo model -> (an attention projection that must keep its shape, an FFN layer that must shrink)
-    "bert": ("bert.encoder.layer.0.attention.self.query", "bert.encoder.layer.0.intermediate.dense"),
-    "llama_gqa": ("model.layers.0.self_attn.k_proj", "model.layers.0.mlp.gate_proj"),
-    "gpt2": ("transformer.h.0.attn.c_attn", "transformer.h.0.mlp.c_fc"),
-    "vit": ("vit.layers.0.attention.q_proj", "vit.layers.0.mlp.fc1"),
+CASES = {  # zoo model -> (q, k, v projections, FFN layer, head_dim; None: heads kept whole by repair)
+    "bert": ("bert.encoder.layer.0.attention.self.query", "bert.encoder.layer.0.attention.self.key",
+             "bert.encoder.layer.0.attention.self.value", "bert.encoder.layer.0.intermediate.dense", 8),
+    "llama_gqa": ("model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.k_proj",
+                  "model.layers.0.self_attn.v_proj", "model.layers.0.mlp.gate_proj", 16),
+    "gpt2": ("transformer.h.0.attn.c_attn", None, None, "transformer.h.0.mlp.c_fc", None),
+    "vit": ("vit.layers.0.attention.q_proj", "vit.layers.0.attention.k_proj", "vit.layers.0.attention.v_proj",
+            "vit.layers.0.mlp.fc1", 8),
 }
+PER_LAYER = {"uniform_layers": False, "hf_config": False}
 
 
 def _out_size(module) -> int:
     return module.weight.shape[1] if type(module).__name__ == "Conv1D" else module.weight.shape[0]
 
 
-def _main(out):
+def _run(model, inputs):
+    with torch.no_grad():
+        out = model(**inputs)
     return out.logits if hasattr(out, "logits") else out
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_ffn_width_is_pruned_and_attention_kept(name):
+def test_heads_and_ffn_per_layer(name):
     base, x = ZOO[name]()
-    attn, ffn = CASES[name]
+    q, k, v, ffn, head_dim = CASES[name]
     model = copy.deepcopy(base)
-    result = StructuredMethod().apply(model, stage("structured", target={"macs_ratio": 0.5}).config,
+    result = StructuredMethod().apply(model, stage("structured", target={"macs_ratio": 0.5}, **PER_LAYER).config,
                                       PruneContext(example_inputs=x))
     assert any(n.startswith("verify: ok") for n in result.notes), result.notes
-    get = lambda m, n: m.get_submodule(n)  # noqa: E731
-    assert _out_size(get(model, attn)) == _out_size(get(base, attn))  # heads untouched
-    assert _out_size(get(model, ffn)) < _out_size(get(base, ffn))
+    get = model.get_submodule
+    assert _out_size(get(ffn)) < _out_size(base.get_submodule(ffn))
+    if head_dim is None:  # constant split size in the model's code: the check fails, repair keeps the heads
+        assert _out_size(get(q)) == _out_size(base.get_submodule(q))
+        assert any(n.startswith("repair:") for n in result.notes)
+    else:
+        q_heads, kv_heads = _out_size(get(q)) / head_dim, _out_size(get(k)) / head_dim
+        assert q_heads == int(q_heads) and kv_heads == int(kv_heads)  # whole heads, head_dim never cut
+        assert _out_size(get(q)) < _out_size(base.get_submodule(q)) and _out_size(get(v)) == _out_size(get(k))
+        base_ratio = _out_size(base.get_submodule(q)) // _out_size(base.get_submodule(k))
+        assert q_heads == base_ratio * kv_heads  # GQA: a key-value group leaves with all its query heads
     before, after = count_model(base, x), count_model(model, x)
     assert after.macs < before.macs and after.params < before.params
     fresh = apply_plan(copy.deepcopy(base), PruningPlan.from_json(get_plan(model).to_json()))
-    with torch.no_grad():
-        kwargs = x if isinstance(x, dict) else None
-        got = _main(fresh(**kwargs) if kwargs else fresh(x))
-        want = _main(model(**kwargs) if kwargs else model(x))
-    assert torch.equal(got, want)
+    assert torch.equal(_run(fresh, x), _run(model, x))
+
+
+def test_hf_mode_keeps_heads_the_config_cannot_express():
+    base, x = ZOO["bert"]()
+    model = copy.deepcopy(base)
+    result = StructuredMethod().apply(model, stage("structured", target={"macs_ratio": 0.5}).config,
+                                      PruneContext(example_inputs=x))
+    query = "bert.encoder.layer.0.attention.self.query"
+    assert _out_size(model.get_submodule(query)) == _out_size(base.get_submodule(query))
+    assert any("attention.self.query" in n and "config cannot express" in n for n in result.notes), result.notes
 
 
 def test_ignoring_the_embedding_keeps_the_residual_stream():

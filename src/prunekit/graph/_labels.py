@@ -137,7 +137,8 @@ def _varies_along(grid: Tensor, dim: int) -> bool:
 
 
 def reshape_label(
-    atoms: AtomTable, label: Label, in_shape: Sequence[int], out_shape: Sequence[int], where: str
+    atoms: AtomTable, label: Label, in_shape: Sequence[int], out_shape: Sequence[int], where: str,
+    dynamic: int | None = None, fixed: set[int] | None = None,
 ) -> Label:
     """Label of a view / reshape / flatten / unflatten / squeeze / unsqueeze, mapped index by index.
 
@@ -147,7 +148,11 @@ def reshape_label(
     - they depend on several (a channel dim split into (groups, channels_per_group), as a channel shuffle does):
       the leading factors are taken as fixed and the last as the one that shrinks, so the channels at one
       position of the last factor are coupled across the leading ones (removed together). Code that fixes the last
-      factor instead (a constant head_dim) is caught by the equivalence check, never silently accepted.
+      factor instead (a constant head_dim) is caught by the equivalence check, never silently accepted;
+    - unless the code wrote the size of a LEADING factor as -1 (`dynamic`: `x.view(B, T, -1, head_dim)`, as
+      Hugging Face attention does): then the trailing factors are the fixed ones and the leading one shrinks, so
+      every index of that dim (an attention head) is one unit, whole, and that dim carries the ids; the trailing
+      sizes (head_dim) are added to `fixed`: they must never change.
     A block that merges two channel dims, or is too large to map, freezes its channels.
     """
     blocks = reshape_blocks(in_shape, out_shape)
@@ -183,6 +188,15 @@ def reshape_label(
         if not varying:
             k = max(range(len(outs)), key=lambda i: sizes_out[i])
             out[outs[k]] = grid.movedim(k, 0).reshape(sizes_out[k], -1)[:, 0].clone()
+            continue
+        lead = outs.index(dynamic) if dynamic in outs else None
+        if len(varying) > 1 and lead is not None and lead in varying[:-1]:
+            per_index = grid.movedim(lead, 0).reshape(sizes_out[lead], -1)
+            for p in range(sizes_out[lead]):
+                atoms.union_all(per_index[p])
+            out[outs[lead]] = atoms.roots_of(per_index[:, 0].clone())
+            if fixed is not None:
+                fixed.update(sizes_out[k] for k in varying if k > lead)
             continue
         keep = varying[-1]
         moved = grid.movedim(keep, -1).reshape(-1, sizes_out[keep])

@@ -258,11 +258,42 @@ def embedding(w: Walk, node: Node) -> Label:
 
 
 def attention(w: Walk, node: Node) -> Any:
-    """Fused attention: heads are the next increment, so q, k, v and the output keep their channels."""
+    """Fused attention over (..., heads, tokens, head_dim): whole heads only.
+
+    Head h of the output is softmax(q_h k_h^T) v_h, so q, k, v and the output are coupled head by head along dim -3
+    (with GQA, the repeated key-value heads map each query head to its key-value group, so a group and all its query
+    heads become one unit). Channel ids on any other dim (a head_dim slice, tokens), on the mask, or `enable_gqa`
+    (key-value heads not expanded in the graph) freeze everything the op touches.
+    """
     q, k, v = (w.shape(a) or () for a in node.args[:3])
-    if q and k and v:
-        w.macs(_numel(q[:-2]) * q[-2] * k[-2] * (q[-1] + v[-1]), [])
-    return w.freeze_args(node, "attention (head pruning is not supported yet)")
+    hd = len(q) - 3
+    labels = [_live(w, w.label(a) or {}, keep=hd) for a in node.args[:3]]
+    mask = arg(node, 3, "attn_mask")
+    heads_only = (
+        q and k and v and len(q) >= 3 and len(q) == len(k) == len(v) and q[-3] == k[-3] == v[-3]
+        and all(set(lab) <= {hd} for lab in labels)
+        and not (mask is not None and w.label(mask)) and not node.kwargs.get("enable_gqa", False)
+    )
+    if not heads_only:
+        if q and k and v:
+            w.macs(_numel(q[:-2]) * q[-2] * k[-2] * (q[-1] + v[-1]), [])
+        return w.freeze_args(node, "attention with channels outside the head dim")
+    ids = w.atoms.new(q[hd])
+    for lab in labels:
+        if hd in lab:
+            w.atoms.union_pairs(lab[hd], ids)
+    w.macs(_numel(q[:-2]) * q[-2] * k[-2] * (q[-1] + v[-1]), [ids])
+    return {hd: ids}
+
+
+def _live(w: Walk, label: Label, keep: int) -> Label:
+    """`label` without the dims (other than `keep`) whose channels are all frozen already (e.g. RoPE's cos / sin,
+    which carry the frozen rotary buffer's ids along head_dim): they can never be removed, so they constrain nothing."""
+    out: Label = {}
+    for d, ids in label.items():
+        if d == keep or any(w.atoms.frozen_reason(int(r)) is None for r in w.atoms.roots_of(ids).unique().tolist()):
+            out[d] = ids
+    return out
 
 
 def nothing(w: Walk, node: Node) -> None:

@@ -64,7 +64,12 @@ def reshape(w: Walk, node: Node) -> Label:
     """view / reshape / flatten / unflatten / squeeze / unsqueeze: mapped index by index (see reshape_label)."""
     x = node.args[0]
     label = w.label(x) or {}
-    return reshape_label(w.atoms, label, w.shape(x) or (), w.out_shape(node), w.where()) if label else {}
+    if not label:
+        return {}
+    size = node.args[1] if len(node.args) > 1 else None
+    written = list(size) if isinstance(size, (list, tuple)) else []
+    dynamic = written.index(-1) if written.count(-1) == 1 else None  # the dim the code lets shrink
+    return reshape_label(w.atoms, label, w.shape(x) or (), w.out_shape(node), w.where(), dynamic, w.fixed_sizes)
 
 
 def permute(w: Walk, node: Node) -> Label:

@@ -79,6 +79,7 @@ class Walk:
         self.attachments: dict[tuple[str, int], Tensor] = {}
         self.statistics: dict[str, tuple[str, tuple[int, ...]]] = {}
         self.mac_terms: list[MacTerm] = []
+        self.fixed_sizes: set[int] = set()  # per-head sizes (head_dim) that head-wise reshapes rely on
         self.unsupported: list[Unsupported] = []
         self._lazy: dict[str, Label] = {}
         self.node: Node | None = None

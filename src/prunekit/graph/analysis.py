@@ -116,6 +116,12 @@ class DependencyGraph:
         self._groups = None
 
     @property
+    def fixed_sizes(self) -> frozenset[int]:
+        """Per-head sizes (head_dim) that the head-wise reshapes of the model's code keep constant: pruning never
+        changes them, so a config field holding one of these values must not be edited."""
+        return frozenset(self._walk.fixed_sizes)
+
+    @property
     def attached_tensors(self) -> list[str]:
         """Names of the parameters / buffers with at least one sliceable dim attached."""
         return sorted({name for name, _ in self._walk.attachments})

@@ -75,6 +75,26 @@ class StructuredConfig(Config):
     )
     strict: bool = Field(False, description="Raise on any op the dependency graph has no channel rule for.")
     seed: int = Field(0, description="Seed of the random importance.")
+    uniform_layers: bool | None = Field(
+        None,
+        description="Groups that repeat across blocks (same tensors up to the block index) keep the same channel "
+        "count, each ranked within its own block. None: on for Hugging Face models, off otherwise.",
+    )
+    hf_config: bool | None = Field(
+        None,
+        description="Hugging Face models: keep whole the groups whose sizes the model's config cannot express, and "
+        "edit model.config so save_pretrained + from_pretrained rebuilds the pruned model (needs uniform_layers). "
+        "None: on for Hugging Face models.",
+    )
+
+    @model_validator(mode="after")
+    def _hf_needs_uniform(self) -> StructuredConfig:
+        if self.hf_config and self.uniform_layers is False:
+            raise PrunekitError(
+                "hf_config: true needs uniform_layers: true or unset (a Hugging Face config has one size per kind, "
+                "not one per layer)"
+            )
+        return self
 
     @field_validator("ignore")
     @classmethod

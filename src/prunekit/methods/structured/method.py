@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import re
+
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
@@ -19,11 +21,19 @@ from prunekit.graph import DependencyGraph, Group, VerifyResult, get_tensor, rem
 from prunekit.layers import is_prunable
 from prunekit.methods.base import Method, PruneContext, StageResult, register_method
 from prunekit.methods.structured.config import StructuredConfig
+from prunekit.methods.structured.hf_config import (
+    apply_config_edit,
+    find_config_edit,
+    is_hf_model,
+    shapes_after,
+    state_shapes,
+)
 from prunekit.methods.structured.importance import all_scores
 from prunekit.methods.structured.plan import PlanGroup, PlanSlice, PlanStep, get_plan, record_step
 from prunekit.methods.structured.select import Candidate, candidate, select
 
 _MAX_REPAIRS = 3
+_MAX_HF_STEP = 16  # largest removal step probed per class of groups for a Hugging Face config
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.RMSNorm, nn.modules.instancenorm._InstanceNorm)
 
 
@@ -42,10 +52,25 @@ class StructuredMethod(Method):
         for module_name, pattern in ignored.items():
             own = [by_id[id(t)] for _, t in _own_tensors(model.get_submodule(module_name)) if id(t) in by_id]
             graph.freeze_tensors(own, f"ignored by {pattern!r}")
-        run = _prune_verified(model, graph, config)
+        hf = is_hf_model(model)
+        if config.hf_config and not hf:
+            raise PrunekitError(f"hf_config: true needs a transformers PreTrainedModel, got {type(model).__name__}")
+        uniform = hf if config.uniform_layers is None else config.uniform_layers
+        edit_config = hf if config.hf_config is None else config.hf_config
+        hf_frozen, steps, fields = _hf_steps(model, graph) if edit_config else ([], {}, set())
+        if hf_frozen and not any(g.prunable for g in graph.groups):
+            raise PrunekitError(
+                f"structured: the Hugging Face config of {type(model).__name__} can express none of the prunable "
+                "sizes; set hf_config: false to prune per layer (in memory only, from_pretrained will not load it)"
+            )
+        run = _prune_verified(model, graph, config, uniform, steps)
+        hf_notes = _edit_hf_config(model, hf_frozen, fields, graph.fixed_sizes, run.step) if edit_config else []
         plan = record_step(model, run.step)
         result = StageResult(method=self.name, layers=_layer_info(model, graph.groups, run.before, ignored))
         result.notes.extend(_notes(graph, config, run.reached, run.step, run.verdict, plan is get_plan(model)))
+        result.notes.append("mode: uniform layers (repeated groups keep one count, ranked within each block)"
+                            if uniform else "mode: per-layer counts")
+        result.notes.extend(hf_notes)
         if run.kept_whole:
             result.notes.append(f"repair: {len(run.kept_whole)} group(s) kept whole after a failed check: "
                                 + ", ".join(run.kept_whole[:5]) + (" ..." if len(run.kept_whole) > 5 else ""))
@@ -61,7 +86,77 @@ class _Run:
     kept_whole: list[str] = field(default_factory=list)
 
 
-def _prune_verified(model: nn.Module, graph: DependencyGraph, config: StructuredConfig) -> _Run:
+def _layer_classes(groups: list[Group]) -> list[int]:
+    """Class id per group: groups whose members are the same tensors up to the block index (and of equal size)."""
+    keys: dict[tuple, int] = {}
+    out = []
+    for g in groups:
+        key = (g.size, tuple(sorted((re.sub(r"\.\d+\.", ".#.", m.param), m.dim) for m in g.members)))
+        out.append(keys.setdefault(key, len(keys)))
+    return out
+
+
+def _hf_steps(model: nn.Module, graph: DependencyGraph) -> tuple[list[str], dict[int, int], set[str]]:
+    """Per class of groups, the smallest removal step (a divisor of the size, at most 16) that some edit of the HF
+    config expresses; classes without one are kept whole.
+
+    Returns:
+        (names of the kept groups, group id -> step, the config fields the working edits use)."""
+    groups = graph.groups
+    classes = _layer_classes(groups)
+    bad: list[int] = []
+    steps: dict[int, int] = {}
+    fields: set[str] = set()
+    for cls in sorted(set(classes)):
+        members = [g for g, c in zip(groups, classes) if c == cls and g.prunable]
+        if not members:
+            continue
+        n = min(len(g.prunable) for g in members)  # probe removals leave at least one unit: no empty tensors
+        step = next((s for s in range(1, min(_MAX_HF_STEP, n - (n == members[0].size)) + 1)
+                     if members[0].size % s == 0 and _expressible(model, members, s, fields, graph.fixed_sizes)), None)
+        if step is None:
+            bad.extend(g.id for g in members)
+        steps.update({g.id: step or 1 for g in members})
+    names = [groups[i].name for i in bad]
+    if bad:
+        graph.freeze_groups(bad, "kept whole: the Hugging Face config cannot express its size (hf_config)")
+    return names, steps, fields
+
+
+def _expressible(model: nn.Module, members: list[Group], count: int, fields: set[str], fixed: frozenset[int]) -> bool:
+    removals: dict[str, dict[int, list[int]]] = {}
+    for g in members:
+        for name, dim, idx in g.slices(g.prunable[:count]):
+            removals.setdefault(name, {}).setdefault(dim, []).extend(idx)
+    edit = find_config_edit(model, shapes_after(model, removals), fixed=fixed)
+    fields.update(edit or {})
+    return edit is not None
+
+
+def _edit_hf_config(model: nn.Module, frozen: list[str], fields: set[str], fixed: frozenset[int],
+                    step: PlanStep) -> list[str]:
+    """Edit model.config to the pruned sizes when it can express them (recorded in the plan step); the notes."""
+    notes = []
+    if frozen:
+        notes.append(f"hf_config: {len(frozen)} group(s) kept whole because the config cannot express their size: "
+                     + ", ".join(frozen[:4]) + (" ..." if len(frozen) > 4 else ""))
+    shapes = state_shapes(model)
+    edit = find_config_edit(model, shapes, fields, fixed) if fields else None
+    if edit is None:
+        edit = find_config_edit(model, shapes, fixed=fixed)
+    if edit is None:
+        notes.append("hf_config: the pruned sizes are not expressible by the Hugging Face config; config NOT "
+                     "edited, so from_pretrained cannot rebuild this model (replay the plan on the base model)")
+    else:
+        changes = apply_config_edit(model, edit)
+        step.config = dict(edit)
+        notes.append("hf_config: " + (", ".join(changes) if changes else "unchanged")
+                     + "; from_pretrained rebuilds these shapes (checked on the meta device)")
+    return notes
+
+
+def _prune_verified(model: nn.Module, graph: DependencyGraph, config: StructuredConfig, uniform: bool,
+                    steps: dict[int, int]) -> _Run:
     """Score, select, cut and check; on a failed check keep the breaking groups whole and try again."""
     norm_weights = frozenset(f"{n}.weight" if n else "weight" for n, m in model.named_modules() if isinstance(m, _NORMS))
     kept_whole: list[str] = []
@@ -71,8 +166,9 @@ def _prune_verified(model: nn.Module, graph: DependencyGraph, config: Structured
         scores = all_scores(groups, lambda name: get_tensor(model, name), config.importance,
                             norm_weights=norm_weights, seed=config.seed)
         chosen = [g for g in groups if g.id in scores]
-        cands = [candidate(scores[g.id], _frozen_mask(g)) for g in chosen]
-        masks, reached = _select(graph, chosen, cands, config)
+        cands = [candidate(scores[g.id], _frozen_mask(g), steps.get(g.id, 1)) for g in chosen]
+        classes = _layer_classes(chosen) if uniform else None
+        masks, reached = _select(graph, chosen, cands, config, classes)
         if config.strict and abs(reached - config.target.ratio) > 0.02:
             raise PrunekitError(
                 f"strict: target {config.target.kind} {config.target.ratio:g} can only reach {reached:.3f} "
@@ -136,7 +232,7 @@ def _frozen_mask(group: Group) -> Tensor:
 
 
 def _select(graph: DependencyGraph, chosen: list[Group], cands: list[Candidate],
-            config: StructuredConfig) -> tuple[list[Tensor], float]:
+            config: StructuredConfig, classes: list[int] | None) -> tuple[list[Tensor], float]:
     kind, ratio = config.target.kind, config.target.ratio
     if not cands:
         raise PrunekitError(f"structured: no channel can be removed ({graph.summary()})")
@@ -156,7 +252,7 @@ def _select(graph: DependencyGraph, chosen: list[Group], cands: list[Candidate],
             return fn(graph.keep_vector({g.id: m for g, m in zip(chosen, masks)})) / dense
 
     return select(cands, cost, ratio, scope=config.scope, round_to=config.round_to,
-                  min_channels=config.min_channels, width_direct=(kind == "width_ratio"))
+                  min_channels=config.min_channels, width_direct=(kind == "width_ratio"), classes=classes)
 
 
 def _plan_step(model: nn.Module, chosen: list[Group], keep: dict[int, Tensor]) -> PlanStep:

@@ -48,10 +48,12 @@ class PlanGroup:
 
 @dataclass
 class PlanStep:
-    """The removals of one structured stage, and the shapes of the touched tensors before it."""
+    """The removals of one structured stage, the shapes of the touched tensors before it, and the Hugging Face
+    config fields the stage set (`{"intermediate_size": 96}`; empty for other models or per-layer sizes)."""
 
     groups: list[PlanGroup] = field(default_factory=list)
     shapes: dict[str, list[int]] = field(default_factory=dict)
+    config: dict[str, int] = field(default_factory=dict)
 
     def removals(self) -> dict[str, dict[int, list[int]]]:
         """{tensor: {dim: sorted indices}} over every group of the step."""
@@ -85,6 +87,7 @@ class PruningPlan:
                         }
                         for g in step.groups
                     ],
+                    **({"config": dict(step.config)} if step.config else {}),
                 }
                 for step in self.steps
             ],
@@ -109,7 +112,8 @@ class PruningPlan:
                     for g in raw["groups"]
                 ]
                 shapes = {str(k): [int(v) for v in shape] for k, shape in raw["shapes"].items()}
-                steps.append(PlanStep(groups, shapes))
+                config = {str(k): int(v) for k, v in raw.get("config", {}).items()}
+                steps.append(PlanStep(groups, shapes, config))
         except (KeyError, TypeError, ValueError) as exc:
             raise PrunekitError(f"malformed pruning plan: {type(exc).__name__}: {exc}") from None
         return cls(steps)
@@ -134,12 +138,16 @@ class PruningPlan:
 
 
 def apply_plan(model: nn.Module, plan: PruningPlan) -> nn.Module:
-    """Replay `plan` on `model` (a fresh copy of the base model) in place and return it.
+    """Replay `plan` on `model` (a fresh copy of the base model) in place and return it; a step's Hugging Face
+    config fields are set on `model.config`, so the result saves with `save_pretrained` like the pruned model.
 
     Raises:
         PrunekitError: a tensor of the plan is missing or has another shape than when the plan was made.
     """
     for i, step in enumerate(plan.steps):
+        if step.config and not hasattr(model, "config"):
+            raise PrunekitError(f"plan step {i} edits a Hugging Face config ({', '.join(step.config)}), "
+                                f"but {type(model).__name__} has no `config`")
         for name, shape in step.shapes.items():
             tensor = get_tensor(model, name)
             if list(tensor.shape) != shape:
@@ -148,6 +156,8 @@ def apply_plan(model: nn.Module, plan: PruningPlan) -> nn.Module:
                     "(replay a plan on the same base model it was made for)"
                 )
         remove_slices(model, step.removals())
+        for key, value in step.config.items():
+            setattr(model.config, key, value)
     return model
 
 
