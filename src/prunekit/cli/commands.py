@@ -111,9 +111,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
         report.save(tmp)
     report.print(con)
     if plan is not None:
-        con.print("plan.json replays the structured pruning on the base model (prunekit.methods.structured.apply_plan)"
-                  + ("; the Hugging Face config is not edited yet, so from_pretrained(DIR) does not load it"
-                     if loaded.kind == "hf" else ""))
+        con.print("plan.json replays the structured pruning on the base model (prunekit.methods.structured.apply_plan)")
+        for stage in report.stages:
+            for note in stage.get("notes", []):
+                con.print(f"  {stage['method']}: {note}", markup=False)
     con.print(f"[bold]wrote[/bold] {args.out}")
     return 0
 
