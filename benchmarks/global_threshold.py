@@ -4,13 +4,14 @@ For each size, synthetic fp32 weights with the shapes of a Llama-style decoder (
 are built, and each method finds the global threshold that prunes `--sparsity` of all weights by |w|:
 
 - prunekit: `select_global` (streaming radix select; exact count, ties broken deterministically);
-- torch.quantile on the concatenated scores (raises past 2**24 elements);
+- torch.quantile on the concatenated scores (older torch raised past 2**24 elements; 2.x accepts them);
 - torch.kthvalue on the concatenated scores;
 - torch.sort (stable) of the concatenated scores.
 
 Each (size, method) runs in a fresh subprocess. Peak extra memory = the process's peak resident set (VmHWM, reset
-with /proc/self/clear_refs once the weights exist) minus its resident set at that moment; where clear_refs is not
-writable, a psutil RSS sampler thread (1 ms) is used instead. The table says which. A baseline whose predicted peak
+with /proc/self/clear_refs once the weights exist and glibc's free memory has been returned with malloc_trim) minus
+its resident set at that moment; where clear_refs is not writable, a psutil RSS sampler thread (1 ms) is used
+instead. The table says which. A baseline whose predicted peak
 (bytes per element measured at a smaller size, or a formula) does not fit in the memory available is reported as
 skipped rather than risking the OOM killer.
 
@@ -20,6 +21,7 @@ Run:  python benchmarks/global_threshold.py --sizes 50M,1B
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import resource
@@ -71,6 +73,10 @@ class PeakMeter:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        try:  # hand memory that is free but still held by glibc back to the OS, so the baseline is what is live
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):
+            pass
         try:
             with open("/proc/self/clear_refs", "w") as f:
                 f.write("5")  # resets VmHWM to the current RSS
@@ -163,6 +169,9 @@ def worker(args: argparse.Namespace) -> None:
         result["peak_extra"] = meter.stop()
         result["note"] = f"fails: {str(e).splitlines()[0][:90]}"
     result["how"] = meter.how
+    if os.environ.get("GT_DEBUG"):
+        with open("/proc/self/smaps_rollup") as f:
+            result["smaps"] = {l.split(":")[0]: l.split()[1] for l in f if ":" in l and "kB" in l}
     print("RESULT " + json.dumps(result), flush=True)
 
 
@@ -183,7 +192,9 @@ def run_one(args: argparse.Namespace, size: int, method: str, mem_limit: int) ->
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--sizes", default="50M,1B", help="comma-separated parameter counts, e.g. 50M,1B")
     p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {', '.join(METHODS)}")
     p.add_argument("--sparsity", type=float, default=0.5)
@@ -191,6 +202,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--timeout", type=int, default=600, help="seconds per (size, method) run")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="runs per (size, method): time = fastest, memory = lowest - highest peak")
     p.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
                    help="verify prunekit's selection against kthvalue (at sizes <= --check-max)")
     p.add_argument("--check-max", type=parse_size, default=parse_size("100M"))
@@ -220,17 +233,22 @@ def main() -> None:
                 r = {"note": f"skipped: predicted peak {need / 2**30:.1f} GiB (weights + extra) > 80% of "
                              f"{avail / 2**30:.1f} GiB available"}
             else:
-                r = run_one(args, size, method, int(1.5 * extra) + (2 << 30))
+                runs = [run_one(args, size, method, int(1.5 * extra) + (2 << 30)) for _ in range(args.repeat)]
+                done = [x for x in runs if "peak_extra" in x]
+                r = done[0] if done else runs[0]
             if "peak_extra" in r:
                 how.add(r["how"])
+                peaks = sorted(x["peak_extra"] for x in done)
                 if not r["note"].startswith("fails"):
-                    per_element[method] = r["peak_extra"] / params
-                t, extra = f"{r['seconds']:.2f}", f"{r['peak_extra'] / 2**30:.3f} GiB"
-                ratio = f"{r['peak_extra'] / (params * 4):.3f}x"
+                    per_element[method] = peaks[-1] / params
+                t = f"{min(x['seconds'] for x in done):.2f}"
+                extra = " - ".join(dict.fromkeys(f"{v / 2**30:.3f}" for v in (peaks[0], peaks[-1]))) + " GiB"
+                ratio = " - ".join(dict.fromkeys(f"{v / (params * 4):.3f}" for v in (peaks[0], peaks[-1]))) + "x"
             else:
                 t = extra = ratio = "-"
             print(f"| {params / 1e6:,.0f}M | {method} | {t} | {extra} | {ratio} | {r['note']} |", flush=True)
-    print(f"\npeak extra memory measured as: {', '.join(sorted(how)) or '-'}; model bytes = 4 x params (fp32)")
+    print(f"\npeak extra memory measured as: {', '.join(sorted(how)) or '-'}; model bytes = 4 x params (fp32); "
+          f"{args.repeat} run(s) each: time = fastest, memory = lowest - highest peak")
 
 
 if __name__ == "__main__":

@@ -114,6 +114,27 @@ def test_random_caps_match_the_capped_reference(seed: int) -> None:
     assert sel.n_pruned == n and all(c <= cap for c, cap in zip(sel.counts, caps))
 
 
+def test_many_layers_with_many_occupied_bins() -> None:
+    g = torch.Generator().manual_seed(11)
+    layers = [torch.randn(3000, generator=g) * 10 ** (j % 5 - 2) for j in range(30)]  # spread over many bins
+    caps = [1000 if j % 3 == 0 else 3000 for j in range(30)]
+    n = 40000
+    sel = select_global([lambda t=t: t for t in layers], n, max_prune=caps, chunk_size=1000)
+    for i, want in enumerate(_reference_keep(layers, n, caps)):
+        assert torch.equal(sel.keep_mask(i, layers[i]), want)
+
+
+def test_score_functions_may_share_one_output_buffer() -> None:
+    g = torch.Generator().manual_seed(4)
+    weights = [torch.randn(s, generator=g) for s in ((30, 20), (50,), (7, 3, 3))]
+    buf = torch.empty(600)
+    shared = [lambda w=w: torch.abs(w, out=buf[: w.numel()].view_as(w)) for w in weights]
+    caps = [300, 40, 63]
+    sel = select_global(shared, 350, max_prune=caps)
+    for i, want in enumerate(_reference_keep([w.abs() for w in weights], 350, caps)):
+        assert torch.equal(sel.keep_mask(i, weights[i].abs()), want)
+
+
 def test_caps_that_make_the_count_unreachable_raise_with_the_maximum() -> None:
     layers = [torch.rand(10), torch.rand(10)]
     with pytest.raises(PrunekitError, match="achievable maximum: 13"):

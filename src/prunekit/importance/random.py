@@ -19,7 +19,8 @@ def random_scores(weight: Tensor, generator: torch.Generator | None = None) -> T
     """
     if not isinstance(generator, torch.Generator):
         raise PrunekitError(
-            f"random importance needs a seeded torch.Generator (e.g. torch.Generator().manual_seed(0)), got {generator!r}"
+            "random importance needs a seeded torch.Generator (e.g. torch.Generator().manual_seed(0)), "
+            f"got {generator!r}"
         )
     return torch.rand(weight.shape, generator=generator, dtype=torch.float32, device=generator.device).to(weight.device)
 

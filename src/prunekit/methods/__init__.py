@@ -7,6 +7,8 @@ decorated with `@register_method`), plus one import line below; the conformance 
 from prunekit.methods.base import Method, PruneContext, StageResult, register_method
 from prunekit.methods.magnitude.method import MagnitudeMethod
 from prunekit.methods.random.method import RandomMethod
+from prunekit.methods.sparsegpt.method import SparseGPTMethod  # noqa: F401  (registers "sparsegpt")
 from prunekit.methods.structured.method import StructuredMethod  # noqa: F401  (registers "structured")
+from prunekit.methods.wanda.method import WandaMethod  # noqa: F401  (registers "wanda")
 
 __all__ = ["MagnitudeMethod", "Method", "PruneContext", "RandomMethod", "StageResult", "register_method"]

@@ -1,0 +1,117 @@
+"""The shared flow of the one-shot LLM methods: targets -> calibration -> block by block: statistics -> prune.
+
+A method supplies two things: `make_stats(module)`, an accumulator with `add(x)` fed the layer's inputs, and
+`prune_layer(name, module, stats)`, which returns the layer's (out, in) keep_mask and may update the weight in place.
+Every targeted layer of a block sees inputs from the dense block (all its layers' statistics are gathered in one
+pass), and the next block sees the outputs of the pruned one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from torch import Tensor, nn
+
+from prunekit.config.targets import select_targets
+from prunekit.errors import PrunekitError
+from prunekit.layers import matrix_to_weight, output_layer_names, weight_as_matrix
+from prunekit.llm.calibration import calibration_samples
+from prunekit.llm.config import OneShotConfig
+from prunekit.llm.runner import find_blocks, run_blocks
+from prunekit.masks import attach_mask, current_mask
+from prunekit.methods.base import PruneContext, StageResult
+
+
+class Stats(Protocol):
+    """Per-layer input statistics, fed the layer's input activations (..., in_features)."""
+
+    def add(self, x: Tensor) -> None: ...
+
+
+PruneLayer = Callable[[str, nn.Module, Any], Tensor]
+
+
+def _protected(model: nn.Module, targets: tuple[str, ...] | None) -> dict[str, str]:
+    """The output head, unless `targets` names it exactly (a regex alone does not unprotect it)."""
+    named = set(targets or ())
+    return {
+        n: "output head (lm_head), left dense by default" for n in output_layer_names(model) if n not in named
+    }
+
+
+def _plan(model: nn.Module, cfg: OneShotConfig) -> tuple[dict[int, list[str]], dict[str, str], str]:
+    """Targeted layers grouped by block index, skipped layers with reasons, and the blocks' name."""
+    sel = select_targets(model, cfg.targets, cfg.ignore, protected=_protected(model, cfg.targets), strict=cfg.strict)
+    blocks_name, blocks = find_blocks(model)
+    modules = dict(model.named_modules())
+    skipped = dict(sel.skipped)
+    by_block: dict[int, list[str]] = {}
+    for name in sel.targeted:
+        reason = None
+        if not name.startswith(blocks_name + "."):
+            reason = f"outside the transformer blocks ({blocks_name}); the one-shot runner prunes inside them only"
+        elif cfg.nm is not None:
+            module = modules[name]
+            reason = cfg.nm.unsupported_reason(weight_as_matrix(module, module.weight).shape)
+        if reason is not None:
+            if cfg.strict:
+                raise PrunekitError(f"strict: layer {name!r} is skipped: {reason}")
+            skipped[name] = reason
+            continue
+        index = int(name[len(blocks_name) + 1 :].split(".")[0])
+        by_block.setdefault(index, []).append(name)
+    if not by_block:
+        raise PrunekitError(f"none of the targeted layers can be pruned: {skipped}")
+    return by_block, skipped, blocks_name
+
+
+def collect_stats(
+    layers: dict[str, nn.Module], make_stats: Callable[[nn.Module], Stats], forward: Callable[[], None]
+) -> dict[str, Stats]:
+    """Run `forward()` once with hooks that feed each layer's input to its own `make_stats(module)` accumulator."""
+    stats = {name: make_stats(module) for name, module in layers.items()}
+    handles = [
+        module.register_forward_hook(lambda _m, args, _out, acc=stats[name]: acc.add(args[0]))
+        for name, module in layers.items()
+    ]
+    try:
+        forward()
+    finally:
+        for h in handles:
+            h.remove()
+    return stats
+
+
+def run_oneshot(
+    model: nn.Module,
+    cfg: OneShotConfig,
+    ctx: PruneContext,
+    method: str,
+    make_stats: Callable[[nn.Module], Stats],
+    prune_layer: PruneLayer,
+) -> StageResult:
+    """Prune `model` in place block by block; attach each layer's keep_mask; return per-layer results."""
+    by_block, skipped, _ = _plan(model, cfg)
+    samples = calibration_samples(model, cfg.calibration, ctx.example_inputs, ctx.data)
+    modules = dict(model.named_modules())
+    result = StageResult(method=method)
+    for name, reason in skipped.items():
+        result.layers[name] = {"status": "skipped", "reason": reason}
+
+    def visit(index: int, _block_name: str, _block: nn.Module, forward: Callable[[], None]) -> None:
+        names = by_block.get(index, [])
+        if not names:
+            return
+        stats = collect_stats({n: modules[n] for n in names}, make_stats, forward)
+        for name in names:
+            module = modules[name]
+            keep = prune_layer(name, module, stats.pop(name))
+            attach_mask(module, matrix_to_weight(module, keep, module.weight.shape))
+            live = current_mask(module)
+            achieved = 1.0 - live.float().mean().item() if live is not None else 0.0
+            result.layers[name] = {"status": "pruned", "pattern": cfg.pattern, "sparsity": achieved}
+
+    run_blocks(model, samples, visit)
+    result.notes.append(f"calibrated on {len(samples)} samples")
+    return result
