@@ -17,7 +17,7 @@ over rounds of its p50 divided by plain's p50 in the same round. Batch 1, `--tok
 Memory: bytes of every distinct tensor storage the model holds: parameters, buffers (the masks are buffers) and plain
 tensor attributes of modules (torch.nn.utils.prune keeps the computed weight that way), each storage once.
 
-Run:  python benchmarks/mask_overhead.py --tokens 8 128 --out docs/_fragments/mask_overhead.md
+Run:  python benchmarks/mask_overhead.py --tokens 8 128 --out mask_overhead.md
 """
 
 from __future__ import annotations
