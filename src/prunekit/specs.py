@@ -151,7 +151,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Tensor]:
             raise PrunekitError(f"{path}: not a valid safetensors file ({exc})") from None
     else:
         try:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
+            path_text = str(path)
+            state = torch.load(path_text, map_location="cpu", weights_only=True)
         except Exception as exc:  # pickle.UnpicklingError, RuntimeError (not a zip), EOFError, ...
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise PrunekitError(

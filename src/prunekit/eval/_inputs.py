@@ -6,14 +6,13 @@ the same convention everywhere in `prunekit.eval`.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from typing import Any
 
 import torch
-from torch import nn
 
 from prunekit.errors import PrunekitError
+from prunekit.layers import call_model, eval_mode  # noqa: F401  (re-exported for eval's modules)
 
 ExampleInputs = torch.Tensor | tuple | list | dict
 
@@ -27,13 +26,6 @@ def check_inputs(example_inputs: Any) -> None:
         )
 
 
-def call_model(model: nn.Module, example_inputs: Any) -> Any:
-    """Run `model` on `example_inputs` with the tensor / tuple / dict convention."""
-    if isinstance(example_inputs, torch.Tensor):
-        return model(example_inputs)
-    if isinstance(example_inputs, dict):
-        return model(**example_inputs)
-    return model(*example_inputs)
 
 
 def iter_tensors(obj: Any) -> Iterator[torch.Tensor]:
@@ -65,13 +57,3 @@ def describe_inputs(example_inputs: Any) -> str:
     return ", ".join(one(v) for v in example_inputs)
 
 
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Put every submodule in eval mode for the block, then restore each module's own `training` flag."""
-    flags = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, flag in flags:
-            module.training = flag

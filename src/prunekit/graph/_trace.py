@@ -10,7 +10,6 @@ Python normally, so it accepts what eager mode accepts.
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -21,18 +20,9 @@ from torch.export import ExportedProgram
 from torch.fx import Node
 
 from prunekit.errors import PrunekitError
+from prunekit.layers import eval_mode  # noqa: F401  (used by verify through this module)
 
 
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Run a block with `model.eval()`, restoring each module's own training flag afterwards."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, flag in flags:
-            module.training = flag
 
 
 def split_inputs(example_inputs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
