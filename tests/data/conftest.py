@@ -1,12 +1,8 @@
-"""Fixtures for prunekit.data tests: every test gets its own empty cache folder; slow tests need `-m slow`."""
+"""Fixtures for prunekit.data tests: every test gets its own empty cache folder; slow tests run with `-m slow`."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-
-HERE = Path(__file__).parent
 
 
 @pytest.fixture(autouse=True)
@@ -15,12 +11,3 @@ def _private_cache(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     monkeypatch.setenv("PRUNEKIT_CACHE_DIR", str(cache))
     return cache
-
-
-def pytest_collection_modifyitems(config, items):
-    if "slow" in (config.getoption("markexpr") or ""):
-        return
-    skip = pytest.mark.skip(reason="slow: run with -m slow")
-    for item in items:
-        if "slow" in item.keywords and HERE in Path(str(item.fspath)).parents:
-            item.add_marker(skip)

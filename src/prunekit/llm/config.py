@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator, model_validator
 
 from prunekit.config import Config
-from prunekit.config.targets import check_pattern
+from prunekit.config.rules import check_entries, check_targets_not_empty, target_sparsity
 from prunekit.errors import PrunekitError
 from prunekit.patterns import NM, parse_pattern
 
@@ -45,34 +45,22 @@ class OneShotConfig(Config):
     @field_validator("targets", "ignore")
     @classmethod
     def _check_entries(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        for entry in value or ():
-            check_pattern(entry)
-        return value
+        return check_entries(value)
 
     @field_validator("targets")
     @classmethod
     def _not_empty(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        if value is not None and len(value) == 0:
-            raise PrunekitError("targets is empty: omit it to target every Linear inside the transformer blocks")
-        return value
+        return check_targets_not_empty(value, "every Linear inside the transformer blocks")
 
     @model_validator(mode="after")
     def _sparsity_matches_pattern(self) -> OneShotConfig:
-        implied = parse_pattern(self.pattern).implied_sparsity()
-        if implied is None and self.sparsity is None:
-            raise PrunekitError(f"sparsity is required with pattern {self.pattern!r} (a number in [0, 1))")
-        if implied is not None and self.sparsity is not None and abs(self.sparsity - implied) > 1e-9:
-            raise PrunekitError(
-                f"sparsity {self.sparsity} contradicts pattern {self.pattern!r}, which implies {implied:g}; "
-                "omit sparsity or set it to that value"
-            )
+        target_sparsity(self.sparsity, self.pattern)
         return self
 
     @property
     def target_sparsity(self) -> float:
         """The sparsity to reach: the given one, or the one the N:M pattern implies."""
-        implied = parse_pattern(self.pattern).implied_sparsity()
-        return float(self.sparsity if self.sparsity is not None else implied)  # type: ignore[arg-type]
+        return target_sparsity(self.sparsity, self.pattern)
 
     @property
     def nm(self) -> NM | None:
