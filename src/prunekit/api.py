@@ -58,6 +58,7 @@ def prune(
     *,
     model_spec: str | None = None,
     progress: bool = False,
+    data: Any = None,
 ) -> PruneReport:
     """Run every stage of `recipe` on `model` in place and return the report (counts, per-layer status).
 
@@ -68,11 +69,15 @@ def prune(
             (protected by default) and to count MACs. Without them, module order stands in and MACs are not counted.
         model_spec: how the model was given, recorded in the report.
         progress: show per-stage progress.
+        data: calibration data for data-driven stages (structured `taylor` / `hessian` / `activation` importance,
+            `compensate`): a DataLoader or list of batches, each a Tensor of inputs, an `(inputs, targets)` pair or
+            a dict of model kwargs (Hugging Face, with optional "labels" for the loss); a single such batch; or a
+            DatasetSplits (its train split, batched). Stages take only the first batches they need.
     """
     recipe = as_recipe(recipe)
     base = count_model(model, example_inputs)
     order = execution_order(model, example_inputs) if example_inputs is not None else None
-    ctx = PruneContext(example_inputs=example_inputs, execution_order=order, progress=progress)
+    ctx = PruneContext(example_inputs=example_inputs, execution_order=order, data=data, progress=progress)
     layer_info: dict[str, dict[str, Any]] = {}
     stages = []
     for st in recipe.stages:

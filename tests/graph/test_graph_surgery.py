@@ -65,5 +65,6 @@ def test_bad_removals_raise():
 def test_sliceable_dims_protocol():
     assert sliceable_dims(nn.Conv2d(2, 2, 1), "weight", 4) == {0, 1}
     assert sliceable_dims(nn.Embedding(5, 3), "weight", 2) == {1}  # the vocabulary is never cut
-    assert sliceable_dims(nn.MultiheadAttention(4, 2), "in_proj_weight", 2) == set()
+    assert sliceable_dims(nn.MultiheadAttention(4, 2), "in_proj_weight", 2) == {0, 1}  # whole heads, input columns
+    assert sliceable_dims(nn.LSTM(4, 2), "weight_ih_l0", 2) == set()
     assert sliceable_dims(nn.Module(), "anything", 3) is None

@@ -22,7 +22,7 @@ from prunekit.recipes import parse_recipe
 
 
 def test_target_needs_exactly_one_ratio():
-    with pytest.raises(PrunekitError, match="target needs exactly one of width_ratio, params_ratio, macs_ratio "
+    with pytest.raises(PrunekitError, match="target needs exactly one of width_ratio, params_ratio, macs_ratio, latency_ratio "
                                             r"\(got width_ratio, macs_ratio\)"):
         stage("structured", target={"width_ratio": 0.5, "macs_ratio": 0.5})
     with pytest.raises(PrunekitError, match=r"\(got none\)"):
@@ -39,7 +39,7 @@ def test_unknown_keys_suggest_the_right_one():
     with pytest.raises(PrunekitError, match="unknown key 'target.mac_ratio'"):
         stage("structured", target={"mac_ratio": 0.5})
     with pytest.raises(PrunekitError, match="key 'importance'"):
-        stage("structured", target={"macs_ratio": 0.5}, importance="taylor")
+        stage("structured", target={"macs_ratio": 0.5}, importance="taylr")
     with pytest.raises(PrunekitError, match="not a valid regular expression"):
         stage("structured", target={"macs_ratio": 0.5}, ignore=["re:("])
 

@@ -22,7 +22,7 @@ from prunekit.export.files import check_output_dir
 from prunekit.methods.structured import get_plan
 from prunekit.recipes import load_recipe
 from prunekit.registry import ALL_REGISTRIES
-from prunekit.specs import data_example_inputs, load_data, load_model, parse_shape
+from prunekit.specs import data_example_inputs, load_data, load_model, parse_shape, read_plan
 
 
 def _console() -> Console:
@@ -55,11 +55,41 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_bench(path: Path) -> Any:
+    """The BenchResult saved in `path` (bench.json of 'prunekit bench' or 'prunekit demo'); one-line errors."""
+    import json
+
+    from prunekit.eval.bench import BenchResult
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise PrunekitError(f"{path}: not a readable bench.json ({type(exc).__name__}: {exc})") from None
+    if not isinstance(data, dict):
+        raise PrunekitError(f"{path}: not a bench result (a JSON object was expected, got {type(data).__name__})")
+    try:
+        return BenchResult.from_dict(data)
+    except (TypeError, KeyError) as exc:
+        raise PrunekitError(f"{path}: corrupt bench result ({exc})") from None
+
+
 def cmd_report(args: argparse.Namespace) -> int:
+    """Print DIR's report.json; when DIR also has a bench.json, its table and the advice made from its numbers."""
     folder = Path(args.dir)
-    if not (folder / "report.json").is_file():
-        raise PrunekitError(f"{str(folder)!r} has no report.json (give a folder written by 'prunekit prune')")
-    PruneReport.load(folder).print(_console())
+    has_report, bench_file = (folder / "report.json").is_file(), folder / "bench.json"
+    if not has_report and not bench_file.is_file():
+        raise PrunekitError(f"{str(folder)!r} has no report.json or bench.json (give a folder written by 'prunekit "
+                            f"prune', 'prunekit bench' or 'prunekit demo')")
+    bench = _read_bench(bench_file) if bench_file.is_file() else None  # a corrupt file fails before any output
+    con = _console()
+    if has_report:
+        report = PruneReport.load(folder)
+        plan_file = folder / "plan.json"  # structured: per-group channel / head counts come from the plan
+        plan = read_plan(plan_file).to_dict() if plan_file.is_file() else None
+        report.print(con, plan=plan)
+    if bench is not None:
+        con.print(f"[bold]bench[/bold] ({bench_file}): measured side by side; the advice follows these numbers")
+        bench.print()  # its own wide console: 10+ columns
     return 0
 
 
@@ -95,7 +125,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     dense = copy.deepcopy(model) if not args.no_measure else None
     con = _console()
     con.print(f"pruning {args.model} with {args.recipe} ({len(recipe.stages)} stage(s))")
-    report = prune(model, recipe, inputs, model_spec=args.model, progress=True)
+    report = prune(model, recipe, inputs, model_spec=args.model, progress=True, data=data)
     finalize(model)
     if dense is not None and inputs is not None:
         con.print("measuring dense vs pruned (latency, memory, file size, task metric)...")
@@ -123,3 +153,113 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from prunekit.cli.demo import run_demo
 
     return run_demo(out=args.out, quick=args.quick, overwrite=args.overwrite, threads=args.threads)
+
+
+def _bench_inputs(loaded: Any, data: Any, args: argparse.Namespace) -> Any:
+    """Example inputs for bench / export: --input-shape, else a test batch of --data, else the model's own."""
+    import torch
+
+    if args.input_shape:
+        return torch.randn(*parse_shape(args.input_shape), generator=torch.Generator().manual_seed(0))
+    batch = getattr(args, "batch_size", 4)
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise PrunekitError(f"--batch-size must be an integer >= 1, got {batch!r}")
+    inputs = data_example_inputs(loaded, data, batch_size=batch) if data is not None else None
+    inputs = inputs if inputs is not None else loaded.example_inputs
+    if inputs is None:
+        raise PrunekitError(f"no example inputs for {args.dir!r}: give --data or --input-shape (e.g. 4,1,8,8)")
+    return inputs
+
+
+def _bench_weight_files(folder: Path) -> list[Path] | None:
+    """The safetensors weight files of a model folder (their size is the variant's file size), None if none."""
+    files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+    return files or None
+
+
+def _bench_baseline(args: argparse.Namespace, folder: Path) -> tuple[Any, list[Path] | None, str]:
+    """(loaded dense model, its weight files, where it came from)."""
+    from prunekit.specs import load_pruned
+
+    if args.baseline:
+        path = Path(args.baseline)
+        if path.is_dir() and (path / "report.json").is_file():
+            return load_pruned(path), _bench_weight_files(path), f"--baseline {args.baseline} (a pruned folder)"
+        return load_model(args.baseline), _bench_weight_files(path), f"--baseline {args.baseline}"
+    spec = PruneReport.load(folder).model_spec
+    if not isinstance(spec, str) or not spec:
+        raise PrunekitError(f"{str(folder)!r}: no base model spec in report.json; pass --baseline (a model spec "
+                            f"or a 'prunekit prune' folder)")
+    return load_model(spec), _bench_weight_files(Path(spec)), f"{spec} (recorded in report.json)"
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from prunekit.eval.bench import Variant, bench
+    from prunekit.export.quantize_dynamic import quantize_dynamic_int8
+    from prunekit.specs import load_pruned
+
+    folder = Path(args.dir)
+    if not (folder / "report.json").is_file():
+        raise PrunekitError(f"{str(folder)!r} has no report.json (give a folder written by 'prunekit prune')")
+    for name in ("threads", "runs"):
+        value = getattr(args, name)
+        if value < 1:
+            raise PrunekitError(f"--{name} must be >= 1, got {value}")
+    out = Path(args.out) if args.out else folder
+    if out.exists() and not out.is_dir():
+        raise PrunekitError(f"--out {str(out)!r} is a file; give a folder")
+    data = load_data(args.data) if args.data else None
+    pruned = load_pruned(folder)
+    base, base_files, base_from = _bench_baseline(args, folder)
+    inputs = _bench_inputs(pruned, data, args)
+    con = _console()
+    con.print(f"baseline: {base_from}; pruned: {folder} ({pruned.rebuilt})", markup=False)
+    variants = {"dense": Variant(base.model, base_files, f"the baseline: {base_from}"),
+                "pruned": Variant(pruned.model, _bench_weight_files(folder), f"{folder}")}
+    if not args.no_int8:
+        for name, source in (("dense", base.model), ("pruned", pruned.model)):
+            try:
+                variants[f"{name} + INT8"] = Variant(quantize_dynamic_int8(source), None,
+                                                     f"{name} with torch.ao dynamic INT8 Linear layers")
+            except PrunekitError as exc:
+                con.print(f"INT8 variant of {name} skipped: {exc}", markup=False)
+    evaluate = _task_evaluator(pruned, data) if data is not None else None
+    if evaluate is None:
+        from prunekit.eval.bench import output_agreement
+
+        con.print("no task metric for this model / data: measuring output_cosine (each variant's output vs the dense "
+                  "baseline's on the bench inputs)")
+        evaluate = output_agreement(base.model, inputs)
+    con.print(f"measuring {len(variants)} variant(s), {args.threads} thread(s), {args.runs} runs each...")
+    result = bench(variants, inputs, evaluate=evaluate, threads=args.threads, runs=args.runs)
+    written = result.save(out)
+    result.print()  # its own wide console: 10+ columns
+    con.print("[bold]wrote[/bold] " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from prunekit.export.onnx import export_onnx, export_program
+    from prunekit.specs import load_pruned
+
+    target = Path(args.out)
+    suffix = ".onnx" if args.format == "onnx" else ".pt2"
+    if target.suffix != suffix:
+        raise PrunekitError(f"--out {args.out!r} must end in {suffix} for --format {args.format}")
+    if target.exists() and not args.overwrite:
+        raise PrunekitError(f"--out {args.out!r} exists (pass --overwrite to replace it)")
+    data = load_data(args.data) if args.data else None
+    loaded = load_pruned(args.dir)
+    args.batch_size = 1
+    inputs = _bench_inputs(loaded, data, args)
+    con = _console()
+    if args.format == "onnx":
+        result = export_onnx(loaded.model, inputs, target)
+        check = "onnxruntime"
+    else:
+        result = export_program(loaded.model, inputs, target)
+        check = "torch.export.load"
+    con.print(f"[bold]wrote[/bold] {result.path} ({args.format}, {result.exporter} exporter, "
+              f"{result.file_bytes / 2**20:.2f} MiB); {check} output check: max |diff| {result.max_abs_diff:.3g} "
+              f"vs PyTorch (tolerance {result.tolerance:.3g})")
+    return 0

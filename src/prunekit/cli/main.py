@@ -22,7 +22,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser (sub-commands: prune, report, validate, list, demo)."""
+    """The full argument parser (sub-commands: prune, report, validate, list, demo, bench, export)."""
     parser = _Parser(prog="prunekit", description="Prune PyTorch models and measure what the pruning really saved.")
     parser.add_argument("--version", action="version", version=f"prunekit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -50,6 +50,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a smaller, faster run (for tests)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for training and timing (default 1)")
+
+    p = sub.add_parser("bench", help="measure dense vs pruned vs pruned + INT8 side by side and say what is real")
+    p.add_argument("dir", help="a folder written by 'prunekit prune'")
+    p.add_argument("--baseline", help="the dense model: a 'prunekit prune' folder or a model spec (default: the base "
+                   "model recorded in DIR's report.json)")
+    p.add_argument("--data", help="dataset for the inputs and the task metric (as for 'prune --data')")
+    p.add_argument("--input-shape", help="random input of this shape, e.g. 8,1,8,8 (when --data gives none)")
+    p.add_argument("--batch-size", type=int, default=4,
+                   help="samples per timed call with --data (default 4; text data gives 2 texts)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads, pinned and reported (default 1)")
+    p.add_argument("--runs", type=int, default=50, help="timed calls per variant (default 50)")
+    p.add_argument("--no-int8", action="store_true", help="skip the dynamic INT8 variants")
+    p.add_argument("--out", help="folder for bench.json, bench.md, bench.png (default: DIR)")
+
+    p = sub.add_parser("export", help="export the model in DIR to ONNX (checked in onnxruntime) or torch.export")
+    p.add_argument("dir", help="a folder written by 'prunekit prune'")
+    p.add_argument("--format", required=True, choices=["onnx", "torch-export"],
+                   help="onnx (.onnx file) or torch-export (.pt2 file)")
+    p.add_argument("--out", required=True, help="the file to write (.onnx or .pt2)")
+    p.add_argument("--data", help="dataset whose test batch gives the example inputs (as for 'prune --data')")
+    p.add_argument("--input-shape", help="random example input of this shape (when --data gives none)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     return parser
 
 

@@ -90,6 +90,7 @@ def report_markdown(report: PruneReport) -> str:
         lines += _md_table(["layer", "type", "reason"], [[r.name, r.type, r.reason or "-"] for r in report.skipped])
     else:
         lines += ["None.", ""]
+    lines += structured_markdown(report)
     if report.stages:
         lines += ["## Stages", "", "```json", json.dumps(report.stages, indent=2, default=str), "```", ""]
     return "\n".join(lines)
@@ -140,3 +141,93 @@ def print_report(report: PruneReport, console: Any = None, max_rows: int = 25) -
     console.print("[bold]What was really saved[/bold]")
     for line in report.savings_summary():
         console.print(f"  - {line}", markup=False, highlight=False)
+
+
+# -- structured pruning: channel / head counts before -> after ----------------------------------------------------
+
+_MODE_PREFIXES = ("mode:", "hf_config:", "target ", "verify:", "repair:")
+
+
+def structured_notes(report: PruneReport) -> list[str]:
+    """The mode lines of every structured stage (uniform / per-layer counts, Hugging Face config edit, target
+    reached, equivalence check), prefixed with the stage number when there are several."""
+    stages = [s for s in report.stages if s.get("method") == "structured"]
+    out = []
+    for i, stage in enumerate(stages):
+        prefix = f"stage {i + 1}: " if len(stages) > 1 else ""
+        out += [prefix + n for n in stage.get("notes", []) if isinstance(n, str) and n.startswith(_MODE_PREFIXES)]
+    return out
+
+
+def resized_layers(report: PruneReport) -> list[LayerRow]:
+    """Layers whose sizes a structured stage changed (their reason reads 'out channels 64 -> 32; ...')."""
+    return [r for r in report.layers if r.status == "pruned" and r.reason and " -> " in r.reason]
+
+
+def plan_group_rows(plan: dict[str, Any]) -> list[list[str]]:
+    """[step, group, before, after, kept, unit] per group of a plan dict (`PruningPlan.to_dict()`).
+
+    A unit is one channel when each removed unit takes one index of the group's first tensor, otherwise a block of
+    w indices (an attention head of w features, a key-value group, a flattened channel of w positions)."""
+    rows = []
+    steps = plan.get("steps", [])
+    for i, step in enumerate(steps):
+        for g in step.get("groups", []):
+            before, after = int(g["channels_before"]), int(g["channels_after"])
+            first = g["removed"][0] if g.get("removed") else None
+            width = len(first["indices"]) // max(before - after, 1) if first else 1
+            unit = "channel" if width <= 1 else f"block of {width}"
+            rows.append([str(i + 1), g["name"], str(before), str(after), f"{after / before:.0%}" if before else "-",
+                         unit])
+    return rows
+
+
+PLAN_HEADER = ["step", "group", "before", "after", "kept", "unit"]
+
+
+def structured_markdown(report: PruneReport) -> list[str]:
+    """The 'Structured pruning' section of report.md (empty when no stage was structured)."""
+    if not any(s.get("method") == "structured" for s in report.stages):
+        return []
+    lines = ["## Structured pruning", ""]
+    lines += [f"- {n}" for n in structured_notes(report)] + [""]
+    rows = resized_layers(report)
+    if rows:
+        lines += _md_table(["layer", "type", "before -> after"], [[r.name, r.type, r.reason] for r in rows])
+    else:
+        lines += ["No layer changed size.", ""]
+    return lines
+
+
+def print_structured(report: PruneReport, plan: dict[str, Any] | None, console: Any, max_rows: int = 25) -> None:
+    """Print the structured part of a saved result: mode lines, per-group counts (plan.json), resized layers."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    notes = structured_notes(report)
+    groups = plan_group_rows(plan) if plan else []
+    layers = resized_layers(report)
+    if not (notes or groups or layers):
+        return
+    console.print("[bold]Structured pruning[/bold]")
+    for note in notes:
+        console.print(f"  - {note}", markup=False, highlight=False)
+    if groups:
+        table = Table(title=f"Channel / head counts per group (plan.json, {len(groups)} changed)", title_justify="left")
+        for i, name in enumerate(PLAN_HEADER):
+            table.add_column(name, justify="right" if i in (0, 2, 3, 4) else "left", overflow="fold")
+        for row in groups[:max_rows]:
+            table.add_row(*row)
+        if len(groups) > max_rows:
+            table.add_row("", f"... {len(groups) - max_rows} more groups", *[""] * 4, style="italic")
+        console.print(table)
+    if layers:
+        table = Table(title=f"Resized layers ({len(layers)})", title_justify="left")
+        for name in ("layer", "type", "before -> after"):
+            table.add_column(name, overflow="fold")
+        for row in layers[:max_rows]:
+            table.add_row(row.name, row.type, row.reason)
+        if len(layers) > max_rows:
+            table.add_row(f"... {len(layers) - max_rows} more layers", "", "", style="italic")
+        console.print(table)

@@ -260,11 +260,15 @@ class PruneReport:
             )
         return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
 
-    def print(self, console: Any = None, max_rows: int = 25) -> None:
-        """Print metric, layer and savings tables with rich; big models show the `max_rows` largest layers."""
-        from prunekit.eval._render import print_report
+    def print(self, console: Any = None, max_rows: int = 25, plan: Mapping[str, Any] | None = None) -> None:
+        """Print metric, layer and savings tables with rich; big models show the `max_rows` largest layers.
+
+        Structured stages add their mode lines and the resized layers; `plan` (a `PruningPlan.to_dict()`, e.g.
+        plan.json) adds the channel / head counts per group, before -> after."""
+        from prunekit.eval._render import print_report, print_structured
 
         print_report(self, console=console, max_rows=max_rows)
+        print_structured(self, dict(plan) if plan is not None else None, console, max_rows=max_rows)
 
 
 def _write_atomic(path: Path, writer: Callable[[Path], None]) -> Path:

@@ -16,6 +16,7 @@ from prunekit.graph._walk import Unsupported
 from prunekit.graph.analysis import RULES, DependencyGraph
 from prunekit.graph.cost import CostModel
 from prunekit.graph.groups import Group, GroupMember
+from prunekit.graph.mha import PrunedMultiheadAttention
 from prunekit.graph.surgery import Undo, get_tensor, remove_slices, sliceable_dims
 from prunekit.graph.verify import VerifyResult
 
@@ -25,6 +26,7 @@ __all__ = [
     "DependencyGraph",
     "Group",
     "GroupMember",
+    "PrunedMultiheadAttention",
     "Undo",
     "Unsupported",
     "VerifyResult",

@@ -262,17 +262,20 @@ def attention(w: Walk, node: Node) -> Any:
 
     Head h of the output is softmax(q_h k_h^T) v_h, so q, k, v and the output are coupled head by head along dim -3
     (with GQA, the repeated key-value heads map each query head to its key-value group, so a group and all its query
-    heads become one unit). Channel ids on any other dim (a head_dim slice, tokens), on the mask, or `enable_gqa`
-    (key-value heads not expanded in the graph) freeze everything the op touches.
+    heads become one unit). Channel ids on any other dim (a head_dim slice, tokens), on the mask, a mask with one
+    slice per head (its size is fixed by the caller), or `enable_gqa` (key-value heads not expanded in the graph)
+    freeze everything the op touches.
     """
     q, k, v = (w.shape(a) or () for a in node.args[:3])
     hd = len(q) - 3
     labels = [_live(w, w.label(a) or {}, keep=hd) for a in node.args[:3]]
     mask = arg(node, 3, "attn_mask")
+    mshape = w.shape(mask) if mask is not None else None
+    per_head_mask = mshape is not None and len(mshape) >= 3 and mshape[-3] > 1  # sized for every head: fixed
     heads_only = (
         q and k and v and len(q) >= 3 and len(q) == len(k) == len(v) and q[-3] == k[-3] == v[-3]
         and all(set(lab) <= {hd} for lab in labels)
-        and not (mask is not None and w.label(mask)) and not node.kwargs.get("enable_gqa", False)
+        and not (mask is not None and w.label(mask)) and not per_head_mask and not node.kwargs.get("enable_gqa", False)
     )
     if not heads_only:
         if q and k and v:

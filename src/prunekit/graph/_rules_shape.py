@@ -14,6 +14,7 @@ import torch
 from torch.fx import Node
 
 from prunekit.graph._labels import FREE, Label, broadcast_merge, norm_dim, permuted, reshape_label, shifted, without
+from prunekit.graph._trace import module_path
 from prunekit.graph._walk import Rule, Walk, arg, free_like, op_key
 
 UNARY = (
@@ -69,7 +70,23 @@ def reshape(w: Walk, node: Node) -> Label:
     size = node.args[1] if len(node.args) > 1 else None
     written = list(size) if isinstance(size, (list, tuple)) else []
     dynamic = written.index(-1) if written.count(-1) == 1 else None  # the dim the code lets shrink
+    if dynamic is None:
+        dynamic = _mha_head_split(w, node)
     return reshape_label(w.atoms, label, w.shape(x) or (), w.out_shape(node), w.where(), dynamic, w.fixed_sizes)
+
+
+def _mha_head_split(w: Walk, node: Node) -> int | None:
+    """Inside an `nn.MultiheadAttention`, torch splits heads with `view(L, N * num_heads, head_dim)` (constant
+    sizes): read it like a `-1` on the heads dim, so each head is one unit (its pruned forward, `graph.mha`, writes
+    -1 there). Returns the heads dim, or None when `node` is not that split."""
+    heads = w.head_dims.get(module_path(node))
+    in_shape, out_shape = w.shape(node.args[0]) or (), w.out_shape(node)
+    if heads is None or len(in_shape) != len(out_shape) or len(out_shape) < 2:
+        return None
+    num_heads, head_dim = heads
+    if out_shape[-1] == head_dim and in_shape[-1] == num_heads * head_dim and out_shape[-2] == in_shape[-2] * num_heads:
+        return len(out_shape) - 2
+    return None
 
 
 def permute(w: Walk, node: Node) -> Label:
@@ -293,18 +310,23 @@ _SPATIAL = {
 
 
 def spatial(w: Walk, node: Node) -> Any:
-    """Pooling, interpolation and padding change only the trailing spatial dims; channel dims pass through."""
+    """Pooling, interpolation and padding change only the trailing spatial dims; channel dims pass through (padding:
+    only dims with a non-zero pad count as spatial)."""
     x = node.args[0]
     shape = w.shape(x) or ()
     name = op_key(node.target)
+    padded: set[int] | None = None
     if name in ("pad", "constant_pad_nd") or name.startswith(("reflection_pad", "replication_pad")):
-        pad = arg(node, 1, "pad", [])
+        pad = list(arg(node, 1, "pad", []))
         n_spatial = len(pad) // 2
+        # pad[2i], pad[2i + 1] pad dim -(i + 1); a dim padded by (0, 0) is unchanged (windowed attention pads
+        # (B, H, W, C) with (0, 0) on C), so its channels pass
+        padded = {len(shape) - 1 - i for i in range(n_spatial) if pad[2 * i] != 0 or pad[2 * i + 1] != 0}
     else:
         n_spatial = _SPATIAL[name]
     label = dict(w.label(x) or {})
     for d in range(len(shape) - n_spatial, len(shape)):
-        if d in label:
+        if d in label and (padded is None or d in padded):
             w.freeze(label.pop(d), f"{name} over a channel dim")
     val = node.meta.get("val")
     if isinstance(val, (list, tuple)):  # (values, indices)

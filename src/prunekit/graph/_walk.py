@@ -63,10 +63,13 @@ class Walk:
         strict: raise on the first op without a rule that touches channels, instead of freezing them.
         max_nodes: bound on the graph size; past it a `PrunekitError` stops the analysis.
         max_atoms: bound on the channel atoms one analysis may create.
+        head_dims: module path -> (num_heads, head_dim) of each `nn.MultiheadAttention` (its head split is written
+            with constant sizes; see `graph.mha`).
     """
 
     def __init__(
-        self, ep: ExportedProgram, rules: dict[str, Rule], *, strict: bool, max_nodes: int, max_atoms: int
+        self, ep: ExportedProgram, rules: dict[str, Rule], *, strict: bool, max_nodes: int, max_atoms: int,
+        head_dims: dict[str, tuple[int, int]] | None = None,
     ) -> None:
         self.ep = ep
         self.rules = rules
@@ -79,6 +82,7 @@ class Walk:
         self.attachments: dict[tuple[str, int], Tensor] = {}
         self.statistics: dict[str, tuple[str, tuple[int, ...]]] = {}
         self.mac_terms: list[MacTerm] = []
+        self.head_dims: dict[str, tuple[int, int]] = dict(head_dims or {})
         self.fixed_sizes: set[int] = set()  # per-head sizes (head_dim) that head-wise reshapes rely on
         self.unsupported: list[Unsupported] = []
         self._lazy: dict[str, Label] = {}

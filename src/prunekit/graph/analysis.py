@@ -24,6 +24,7 @@ from prunekit.graph._trace import export_model
 from prunekit.graph._walk import Unsupported, Walk
 from prunekit.graph.cost import CostModel
 from prunekit.graph.groups import Group, form_groups
+from prunekit.graph.mha import head_dims
 from prunekit.graph.surgery import owner, remove_slices, sliceable_dims
 from prunekit.graph.verify import VerifyResult, compare, reference_outputs
 
@@ -68,7 +69,7 @@ class DependencyGraph:
             PrunekitError: the model cannot be traced, a limit is passed, or (strict) an op has no rule.
         """
         ep = export_model(model, example_inputs)
-        walk = Walk(ep, RULES, strict=strict, max_nodes=max_nodes, max_atoms=max_atoms)
+        walk = Walk(ep, RULES, strict=strict, max_nodes=max_nodes, max_atoms=max_atoms, head_dims=head_dims(model))
         walk.run()
         return cls(walk, model, example_inputs)
 

@@ -104,15 +104,15 @@ def form_groups(
     groups: list[Group] = []
     unit_roots: list[int] = []
     for kis, roots in sorted(by_members.items(), key=lambda item: item[0]):
-        unit_of = {r: u for u, r in enumerate(roots)}
         lookup = torch.tensor(roots, dtype=torch.int64)
+        sorted_roots, unit_order = torch.sort(lookup)
         members = []
         for ki in kis:
             roots_k = key_roots[ki]
-            hit = torch.isin(roots_k, lookup).nonzero().flatten().tolist()
-            units = [unit_of[int(roots_k[i])] for i in hit]
+            hit = torch.isin(roots_k, lookup).nonzero().flatten()
+            units = unit_order[torch.searchsorted(sorted_roots, roots_k[hit])]  # root -> its unit, vectorized
             param, dim = keys[ki]
-            members.append(GroupMember(param, dim, tuple(hit), tuple(units), param in buffers))
+            members.append(GroupMember(param, dim, tuple(hit.tolist()), tuple(units.tolist()), param in buffers))
         frozen = {u: reason for u, r in enumerate(roots) if (reason := atoms.frozen_reason(r)) is not None}
         modules = _dedupe(m.param.rpartition(".")[0] or "<model>" for m in members)
         groups.append(Group(len(groups), len(roots), tuple(members), frozen, tuple(modules)))

@@ -2,7 +2,8 @@
 
 The per-layer protocol is small: which dims of a module's tensors may be sliced (`sliceable_dims`) and how a module
 updates its size attributes once its tensors shrank (`_fix_attributes`: in/out channels, groups for depthwise
-convs, in/out features, num_features, normalized_shape, num_groups, embedding_dim). Slicing uses `index_select`
+convs, in/out features, num_features, normalized_shape, num_groups, embedding_dim; MultiheadAttention's num_heads,
+embed_dim, kdim, vdim, switching it to `PrunedMultiheadAttention` when its attention width differs from embed_dim). Slicing uses `index_select`
 on the original data, so the same removals on the same base weights give bit-identical results.
 """
 
@@ -16,11 +17,14 @@ import torch
 from torch import Tensor, nn
 
 from prunekit.errors import PrunekitError
+from prunekit.graph.mha import MHA_SLICEABLE, PrunedMultiheadAttention, mha_sizes
 
 
 def sliceable_dims(module: nn.Module, local: str, ndim: int) -> set[int] | None:
     """Dims of `module.<local>` that surgery can slice (None: any dim, for modules without size attributes)."""
-    if isinstance(module, (nn.MultiheadAttention, nn.RNNBase, nn.RNNCellBase)):
+    if isinstance(module, nn.MultiheadAttention):
+        return set(MHA_SLICEABLE.get(local, ()))
+    if isinstance(module, (nn.RNNBase, nn.RNNCellBase)):
         return set()
     if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)) or type(module).__name__ == "Conv1D":
         return {0, 1} if local == "weight" else {0}
@@ -151,3 +155,20 @@ def _fix_attributes(module: nn.Module, undo: Undo) -> None:
         _set(module, "embedding_dim", w.shape[1], undo)
     elif type(module).__name__ == "Conv1D" and isinstance(w, Tensor):
         _set(module, "nf", w.shape[1], undo)
+    elif isinstance(module, nn.MultiheadAttention):
+        _fix_mha(module, undo)
+
+
+def _fix_mha(module: nn.MultiheadAttention, undo: Undo) -> None:
+    """Whole heads and / or input columns removed: update num_heads, embed_dim, kdim, vdim (head_dim stays). When
+    the attention width no longer equals embed_dim, torch's forward cannot run it: switch to PrunedMultiheadAttention
+    (see graph/mha.py)."""
+    sizes = mha_sizes(module)
+    if sizes is None:
+        return
+    for attr in ("embed_dim", "kdim", "vdim", "num_heads"):
+        _set(module, attr, sizes[attr], undo)
+    if sizes["width"] != sizes["embed_dim"] and type(module) is nn.MultiheadAttention:
+        _set(module, "__class__", PrunedMultiheadAttention, undo)
+    if isinstance(module, PrunedMultiheadAttention):
+        _set(module, "_qkv_same_embed_dim", False, undo)

@@ -9,6 +9,8 @@ Reduction (documented in docs, tested against a naive loop):
   a global threshold across groups meaningful.
 `bn_scale` uses only the norm layers' weights (|gamma|, network slimming), and falls back to L2 in a group
 without one. `random` draws uniform scores from a generator seeded per group.
+The data-driven kinds (taylor, hessian, activation, activation_fluct) and fpgm / lamp are in importance_data.py;
+a group without evidence for them (no gradient, no captured input) falls back to l2.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from torch import Tensor
 
 from prunekit.errors import PrunekitError, choices_text
 from prunekit.graph import Group
+from prunekit.methods.structured.importance_data import DATA_KINDS, WEIGHT_KINDS, Evidence, evidence_scores, lamp
 
-KINDS = ("l1", "l2", "bn_scale", "random")
+NORM_KINDS = ("l1", "l2", "bn_scale", "random")
+KINDS = (*NORM_KINDS, *WEIGHT_KINDS, *DATA_KINDS)
 
 
 def slice_norms(tensor: Tensor, dim: int, indices: list[int], norm: str) -> Tensor:
@@ -52,7 +56,7 @@ def group_scores(
     norm_weights: frozenset[str] = frozenset(),
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Scores (float64, one per unit) of a group's channels.
+    """Scores (float64, one per unit) of a group's channels, for the weight-norm kinds (NORM_KINDS).
 
     Args:
         group: the group.
@@ -64,8 +68,8 @@ def group_scores(
     Raises:
         PrunekitError: unknown kind, or random without a generator.
     """
-    if kind not in KINDS:
-        raise PrunekitError(f"unknown importance {kind!r}; valid: {choices_text(KINDS)}")
+    if kind not in NORM_KINDS:
+        raise PrunekitError(f"unknown importance {kind!r}; valid: {choices_text(NORM_KINDS)}")
     if kind == "random":
         if generator is None:
             raise PrunekitError("random importance needs a seeded torch.Generator")
@@ -92,9 +96,30 @@ def group_scores(
     return total / counted.clamp_min(1)
 
 
+def unit_scores(
+    group: Group,
+    tensor_of: Callable[[str], Tensor],
+    kind: str,
+    *,
+    norm_weights: frozenset[str] = frozenset(),
+    generator: torch.Generator | None = None,
+    evidence: Evidence | None = None,
+) -> Tensor:
+    """Scores of any kind in KINDS: the norm kinds via `group_scores`, lamp on the l2 scores, the others from
+    `evidence` (gradients, input statistics, producing members; see importance_data.py), l2 where it has none."""
+    if kind not in KINDS:
+        raise PrunekitError(f"unknown importance {kind!r}; valid: {choices_text(KINDS)}")
+    if kind in NORM_KINDS:
+        return group_scores(group, tensor_of, kind, norm_weights=norm_weights, generator=generator)
+    if kind == "lamp":
+        return lamp(group_scores(group, tensor_of, "l2"))
+    scores = evidence_scores(group, tensor_of, kind, evidence or Evidence())
+    return scores if scores is not None else group_scores(group, tensor_of, "l2")
+
+
 def all_scores(
     groups: list[Group], tensor_of: Callable[[str], Tensor], kind: str, *, norm_weights: frozenset[str] = frozenset(),
-    seed: int = 0,
+    seed: int = 0, evidence: Evidence | None = None,
 ) -> Mapping[int, Tensor]:
     """Scores of every group with at least one prunable unit; random draws from `seed` + group id."""
     out = {}
@@ -102,5 +127,5 @@ def all_scores(
         if not g.prunable:
             continue
         gen = torch.Generator().manual_seed(seed * 1_000_003 + g.id) if kind == "random" else None
-        out[g.id] = group_scores(g, tensor_of, kind, norm_weights=norm_weights, generator=gen)
+        out[g.id] = unit_scores(g, tensor_of, kind, norm_weights=norm_weights, generator=gen, evidence=evidence)
     return out

@@ -6,10 +6,12 @@ and `select.py`. The plan of every structured stage is kept per model: `get_plan
 
 from __future__ import annotations
 
+import re
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
-
-import re
 
 import torch
 from torch import Tensor, nn
@@ -20,7 +22,10 @@ from prunekit.errors import PrunekitError, suggest
 from prunekit.graph import DependencyGraph, Group, VerifyResult, get_tensor, remove_slices
 from prunekit.layers import is_prunable
 from prunekit.methods.base import Method, PruneContext, StageResult, register_method
+from prunekit.methods.structured.calib import Batch, require_batches, run_outputs
+from prunekit.methods.structured.compensate import Refit, compensate, plan_refits
 from prunekit.methods.structured.config import StructuredConfig
+from prunekit.methods.structured.evidence import build_evidence
 from prunekit.methods.structured.hf_config import (
     apply_config_edit,
     find_config_edit,
@@ -29,8 +34,11 @@ from prunekit.methods.structured.hf_config import (
     state_shapes,
 )
 from prunekit.methods.structured.importance import all_scores
+from prunekit.methods.structured.importance_data import DATA_KINDS, Evidence
 from prunekit.methods.structured.plan import PlanGroup, PlanSlice, PlanStep, get_plan, record_step
-from prunekit.methods.structured.select import Candidate, candidate, select
+from prunekit.methods.structured.schedule import Schedule
+from prunekit.methods.structured.select import candidate
+from prunekit.methods.structured.target_cost import select_target
 
 _MAX_REPAIRS = 3
 _MAX_HF_STEP = 16  # largest removal step probed per class of groups for a Hugging Face config
@@ -46,8 +54,28 @@ class StructuredMethod(Method):
 
     def apply(self, model: nn.Module, config: StructuredConfig, ctx: PruneContext) -> StageResult:  # type: ignore[override]
         _check_no_masks(model)
-        graph = DependencyGraph.build(model, ctx.example_inputs, strict=config.strict)
         ignored = _ignored_modules(model, config.ignore)
+        batches = _calibration(config, ctx)
+        before = _sizes(model)
+        goal = Schedule(config.target.kind, config.target.ratio, config.steps)
+        notes: list[str] = []
+        for i in range(config.steps):
+            with _no_kv_cache(model):
+                graph, step_notes = self._step(model, config, ctx, ignored, batches, goal, i)
+            notes.extend(step_notes if config.steps == 1 else [f"step {i + 1}/{config.steps}: {n}" for n in step_notes])
+        result = StageResult(method=self.name, layers=_layer_info(model, graph.groups, before, ignored))
+        result.notes.extend(notes)
+        result.notes.append(f"importance: {config.importance}; steps: {config.steps}; compensate: {config.compensate}"
+                            + (f"; calibration: {len(batches)} batch(es)" if batches else ""))
+        if config.steps > 1:
+            result.notes.append(f"target {config.target.kind} {config.target.ratio:g}: reached {goal.overall:.4f} "
+                                f"of the original after {config.steps} steps (geometric schedule)")
+        return result
+
+    def _step(self, model: nn.Module, config: StructuredConfig, ctx: PruneContext, ignored: dict[str, str],
+              batches: list[Batch], goal: Schedule, index: int) -> tuple[DependencyGraph, list[str]]:
+        """One pruning step: build the graph, score, select, cut, verify, record the plan step, compensate."""
+        graph = DependencyGraph.build(model, ctx.example_inputs, strict=config.strict)
         by_id = {id(get_tensor(model, name)): name for name in graph.attached_tensors}  # tied: graph's own name
         for module_name, pattern in ignored.items():
             own = [by_id[id(t)] for _, t in _own_tensors(model.get_submodule(module_name)) if id(t) in by_id]
@@ -63,18 +91,41 @@ class StructuredMethod(Method):
                 f"structured: the Hugging Face config of {type(model).__name__} can express none of the prunable "
                 "sizes; set hf_config: false to prune per layer (in memory only, from_pretrained will not load it)"
             )
-        run = _prune_verified(model, graph, config, uniform, steps)
+        cfg = goal.step_config(config, graph, index)
+        evidence = build_evidence(model, graph, config.importance, batches) if _needs_evidence(config) else None
+        reference = run_outputs(model, batches) if config.compensate != "none" else None
+        prepare = None
+        if config.compensate == "least_squares":
+            def prepare(step: PlanStep) -> list[Refit]:
+                return plan_refits(model, step.removals(), batches, config.damp)
+        run = _prune_verified(model, graph, cfg, uniform, steps, evidence, prepare)
+        goal.advance(run.reached)
         hf_notes = _edit_hf_config(model, hf_frozen, fields, graph.fixed_sizes, run.step) if edit_config else []
         plan = record_step(model, run.step)
-        result = StageResult(method=self.name, layers=_layer_info(model, graph.groups, run.before, ignored))
-        result.notes.extend(_notes(graph, config, run.reached, run.step, run.verdict, plan is get_plan(model)))
-        result.notes.append("mode: uniform layers (repeated groups keep one count, ranked within each block)"
-                            if uniform else "mode: per-layer counts")
-        result.notes.extend(hf_notes)
+        notes = _notes(graph, cfg, run.reached, run.step, run.verdict, plan is get_plan(model))
+        notes.extend(run.target_notes)
+        notes.append("mode: uniform layers (repeated groups keep one count, ranked within each block)"
+                     if uniform else "mode: per-layer counts")
+        notes.extend(hf_notes)
         if run.kept_whole:
-            result.notes.append(f"repair: {len(run.kept_whole)} group(s) kept whole after a failed check: "
-                                + ", ".join(run.kept_whole[:5]) + (" ..." if len(run.kept_whole) > 5 else ""))
-        return result
+            notes.append(f"repair: {len(run.kept_whole)} group(s) kept whole after a failed check: "
+                         + ", ".join(run.kept_whole[:5]) + (" ..." if len(run.kept_whole) > 5 else ""))
+        if reference is not None:
+            notes.append(compensate(model, config.compensate, batches, reference, run.pending))
+        return graph, notes
+
+
+def _needs_evidence(config: StructuredConfig) -> bool:
+    return config.importance in (*DATA_KINDS, "fpgm")
+
+
+def _calibration(config: StructuredConfig, ctx: PruneContext) -> list[Batch]:
+    """The calibration batches when the importance or the compensation needs them (else none are read)."""
+    uses = [f"importance {config.importance}"] if config.importance in DATA_KINDS else []
+    uses += [f"compensate {config.compensate}"] if config.compensate != "none" else []
+    if not uses:
+        return []
+    return require_batches(ctx.data, config.calib_batches, config.batch_size, " and ".join(uses))
 
 
 @dataclass
@@ -84,6 +135,8 @@ class _Run:
     before: dict[str, dict[str, Any]]
     verdict: VerifyResult | None
     kept_whole: list[str] = field(default_factory=list)
+    pending: Any = None  # what `prepare` computed on the dense model (least-squares refits)
+    target_notes: list[str] = field(default_factory=list)  # e.g. how the latency model was built
 
 
 def _layer_classes(groups: list[Group]) -> list[int]:
@@ -156,19 +209,25 @@ def _edit_hf_config(model: nn.Module, frozen: list[str], fields: set[str], fixed
 
 
 def _prune_verified(model: nn.Module, graph: DependencyGraph, config: StructuredConfig, uniform: bool,
-                    steps: dict[int, int]) -> _Run:
-    """Score, select, cut and check; on a failed check keep the breaking groups whole and try again."""
+                    steps: dict[int, int], evidence: Evidence | None = None,
+                    prepare: Callable[[PlanStep], Any] | None = None) -> _Run:
+    """Score, select, cut and check; on a failed check keep the breaking groups whole and try again.
+
+    `prepare(step)` runs on the unpruned model right before the surgery (e.g. to capture what compensation needs);
+    its result is returned in `_Run.pending`."""
     norm_weights = frozenset(f"{n}.weight" if n else "weight" for n, m in model.named_modules() if isinstance(m, _NORMS))
     kept_whole: list[str] = []
+    target_notes: list[str] = []
     attempt = 0
     while True:
+        target_notes.clear()
         groups = graph.groups
         scores = all_scores(groups, lambda name: get_tensor(model, name), config.importance,
-                            norm_weights=norm_weights, seed=config.seed)
+                            norm_weights=norm_weights, seed=config.seed, evidence=evidence)
         chosen = [g for g in groups if g.id in scores]
         cands = [candidate(scores[g.id], _frozen_mask(g), steps.get(g.id, 1)) for g in chosen]
         classes = _layer_classes(chosen) if uniform else None
-        masks, reached = _select(graph, chosen, cands, config, classes)
+        masks, reached = select_target(model, graph, chosen, cands, config, classes, target_notes)
         if config.strict and abs(reached - config.target.ratio) > 0.02:
             raise PrunekitError(
                 f"strict: target {config.target.kind} {config.target.ratio:g} can only reach {reached:.3f} "
@@ -177,10 +236,11 @@ def _prune_verified(model: nn.Module, graph: DependencyGraph, config: Structured
         keep = {g.id: m for g, m in zip(chosen, masks)}
         step = _plan_step(model, chosen, keep)
         before = _sizes(model)
+        pending = prepare(step) if prepare is not None else None
         undo = remove_slices(model, step.removals())
         verdict = graph.verify(model, keep) if config.verify else None
         if verdict is None or verdict.ok:
-            return _Run(step, reached, before, verdict, kept_whole)
+            return _Run(step, reached, before, verdict, kept_whole, pending, list(target_notes))
         undo.restore()
         if not config.repair or attempt == _MAX_REPAIRS:
             raise PrunekitError(
@@ -196,6 +256,25 @@ def _prune_verified(model: nn.Module, graph: DependencyGraph, config: Structured
         graph.freeze_groups(bad, "kept whole: removing its channels changed the model's output (the model's code "
                                  "uses sizes the dependency graph cannot see)")
         attempt += 1
+
+
+INCONCLUSIVE = ("verify: INCONCLUSIVE - every output is exactly 0 on the example inputs (e.g. a zero-initialized "
+                "head), so the equivalence check proved nothing; give inputs or weights with a non-zero output")
+
+
+@contextmanager
+def _no_kv_cache(model: nn.Module) -> Iterator[None]:
+    """Hugging Face decoders return a KV cache object by default, which torch.export cannot output: trace and
+    check with `config.use_cache = False`, restored afterwards."""
+    config = getattr(model, "config", None)
+    previous = getattr(config, "use_cache", None)
+    if previous:
+        config.use_cache = False
+    try:
+        yield
+    finally:
+        if previous:
+            config.use_cache = previous
 
 
 def _check_no_masks(model: nn.Module) -> None:
@@ -229,30 +308,6 @@ def _frozen_mask(group: Group) -> Tensor:
     for u in group.frozen:
         mask[u] = True
     return mask
-
-
-def _select(graph: DependencyGraph, chosen: list[Group], cands: list[Candidate],
-            config: StructuredConfig, classes: list[int] | None) -> tuple[list[Tensor], float]:
-    kind, ratio = config.target.kind, config.target.ratio
-    if not cands:
-        raise PrunekitError(f"structured: no channel can be removed ({graph.summary()})")
-    if kind == "width_ratio":
-        total = sum(int((~c.frozen).sum()) for c in cands)
-
-        def cost(masks: list[Tensor]) -> float:
-            return sum(int((m & ~c.frozen).sum()) for m, c in zip(masks, cands)) / max(total, 1)
-    else:
-        model_cost = graph.cost_model()
-        fn = model_cost.params if kind == "params_ratio" else model_cost.macs
-        dense = model_cost.dense_params if kind == "params_ratio" else model_cost.dense_macs
-        if dense <= 0:
-            raise PrunekitError(f"structured: the model has no {kind.removesuffix('_ratio')} to reduce")
-
-        def cost(masks: list[Tensor]) -> float:
-            return fn(graph.keep_vector({g.id: m for g, m in zip(chosen, masks)})) / dense
-
-    return select(cands, cost, ratio, scope=config.scope, round_to=config.round_to,
-                  min_channels=config.min_channels, width_direct=(kind == "width_ratio"), classes=classes)
 
 
 def _plan_step(model: nn.Module, chosen: list[Group], keep: dict[int, Tensor]) -> PlanStep:
@@ -332,4 +387,7 @@ def _notes(graph: DependencyGraph, config: StructuredConfig, reached: float, ste
         notes.append(f"{len(graph.unsupported)} op(s) without a channel rule froze their channels: {ops}")
     if verdict is not None:
         notes.append(f"verify: ok, max |pruned - reference| {verdict.max_abs_error:.2g} (output scale {verdict.scale:.2g})")
+        if verdict.scale == 0.0:
+            notes.append(INCONCLUSIVE)
+            warnings.warn(INCONCLUSIVE, stacklevel=3)
     return notes

@@ -1,4 +1,4 @@
-"""Turn user-facing specs into objects: models (`HF folder`, `timm:NAME`, `module:function`), checkpoints, data.
+"""Model specs (`HF folder`, `timm:NAME`, `module:function`), checkpoints and data specs turned into objects.
 
 Loading never unpickles: checkpoints are safetensors or `torch.load(weights_only=True)`; nothing is downloaded
 (`timm:NAME` builds the architecture with random weights; load trained weights with a checkpoint).
@@ -7,6 +7,7 @@ Loading never unpickles: checkpoints are safetensors or `torch.load(weights_only
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import sys
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ class LoadedModel:
     kind: str  # "hf" | "timm" | "callable"
     example_inputs: Any = None
     tokenizer: Any = None
+    rebuilt: str | None = None  # load_pruned: how the model was rebuilt (from_pretrained, base spec + plan, ...)
 
 
 def _import_callable(spec: str, what: str) -> Any:
@@ -53,8 +55,12 @@ def _import_callable(spec: str, what: str) -> Any:
     return obj
 
 
-def load_model(spec: str, checkpoint: str | Path | None = None) -> LoadedModel:
-    """Build the model named by `spec` and, if given, load a checkpoint's weights into it."""
+def load_model(spec: str, checkpoint: str | Path | None = None, *, weights: bool = True) -> LoadedModel:
+    """Build the model named by `spec` and, if given, load a checkpoint's weights into it.
+
+    `weights=False` asks only for the architecture: a `module:function` with a `pretrained` parameter is called
+    with `pretrained=False` (its weights would be overwritten anyway; this avoids loading or training them).
+    """
     path = Path(spec)
     if path.is_dir():
         loaded = _load_hf(path)
@@ -62,7 +68,7 @@ def load_model(spec: str, checkpoint: str | Path | None = None) -> LoadedModel:
         loaded = _load_timm(spec)
     elif ":" in spec and not path.exists():
         obj = _import_callable(spec, "model spec")
-        model = obj()
+        model = obj(pretrained=False) if not weights and _takes_pretrained(obj) else obj()
         if isinstance(model, tuple) and model and isinstance(model[0], nn.Module):
             model = model[0]
         if not isinstance(model, nn.Module):
@@ -73,6 +79,13 @@ def load_model(spec: str, checkpoint: str | Path | None = None) -> LoadedModel:
     if checkpoint is not None:
         load_weights(loaded.model, checkpoint)
     return loaded
+
+
+def _takes_pretrained(obj: Any) -> bool:
+    try:
+        return "pretrained" in inspect.signature(obj).parameters
+    except (TypeError, ValueError):  # builtins / C callables without a signature
+        return False
 
 
 def _load_hf(path: Path) -> LoadedModel:
