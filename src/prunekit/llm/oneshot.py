@@ -1,13 +1,16 @@
 """The shared flow of the one-shot LLM methods: targets -> calibration -> block by block: statistics -> prune.
 
 A method supplies two things: `make_stats(module)`, an accumulator with `add(x)` fed the layer's inputs, and
-`prune_layer(name, module, stats)`, which returns the layer's (out, in) keep_mask and may update the weight in place.
+`prune_layer(name, module, stats, sparsity)`, which returns the layer's (out, in) keep_mask and may update the weight
+in place; `sparsity` is the layer's own (per-layer list, mapping or OWL), None for N:M. A `prune_layer` taking only
+(name, module, stats) is still accepted (it must then know its sparsity itself).
 Every targeted layer of a block sees inputs from the dense block (all its layers' statistics are gathered in one
 pass), and the next block sees the outputs of the pruned one.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -19,6 +22,7 @@ from prunekit.layers import matrix_to_weight, output_layer_names, weight_as_matr
 from prunekit.llm.calibration import calibration_samples
 from prunekit.llm.config import OneShotConfig
 from prunekit.llm.runner import find_blocks, run_blocks
+from prunekit.llm.sparsity import layer_sparsities, owl_block_sparsities
 from prunekit.masks import attach_mask, current_mask
 from prunekit.methods.base import PruneContext, StageResult
 
@@ -29,7 +33,7 @@ class Stats(Protocol):
     def add(self, x: Tensor) -> None: ...
 
 
-PruneLayer = Callable[[str, nn.Module, Any], Tensor]
+PruneLayer = Callable[..., Tensor]
 
 
 def _protected(model: nn.Module, targets: tuple[str, ...] | None) -> dict[str, str]:
@@ -83,6 +87,30 @@ def collect_stats(
     return stats
 
 
+def _takes_sparsity(prune_layer: PruneLayer) -> bool:
+    try:
+        params = inspect.signature(prune_layer).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return True
+    return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params) >= 4
+
+
+def owl_allocation(
+    model: nn.Module, cfg: OneShotConfig, example_inputs: Any = None, data: Any = None
+) -> dict[int, float]:
+    """The OWL sparsity per block index that a one-shot stage with `cfg` (which must set `owl`) would use.
+
+    Useful to give the same non-uniform allocation to another method (e.g. per-block magnitude stages).
+    """
+    if cfg.owl is None or cfg.target_sparsity is None:
+        raise PrunekitError("owl_allocation needs a config with owl set and one target sparsity")
+    by_block, _, _ = _plan(model, cfg)
+    samples = calibration_samples(model, cfg.calibration, example_inputs, data)
+    return owl_block_sparsities(model, by_block, samples, cfg.target_sparsity, cfg.owl)[0]
+
+
 def run_oneshot(
     model: nn.Module,
     cfg: OneShotConfig,
@@ -94,6 +122,8 @@ def run_oneshot(
     """Prune `model` in place block by block; attach each layer's keep_mask; return per-layer results."""
     by_block, skipped, _ = _plan(model, cfg)
     samples = calibration_samples(model, cfg.calibration, ctx.example_inputs, ctx.data)
+    sparsities, notes = layer_sparsities(model, cfg, by_block, samples)
+    with_sparsity = _takes_sparsity(prune_layer)
     modules = dict(model.named_modules())
     result = StageResult(method=method)
     for name, reason in skipped.items():
@@ -106,7 +136,11 @@ def run_oneshot(
         stats = collect_stats({n: modules[n] for n in names}, make_stats, forward)
         for name in names:
             module = modules[name]
-            keep = prune_layer(name, module, stats.pop(name))
+            layer_stats = stats.pop(name)
+            if with_sparsity:
+                keep = prune_layer(name, module, layer_stats, None if sparsities is None else sparsities[name])
+            else:
+                keep = prune_layer(name, module, layer_stats)
             attach_mask(module, matrix_to_weight(module, keep, module.weight.shape))
             live = current_mask(module)
             achieved = 1.0 - live.float().mean().item() if live is not None else 0.0
@@ -114,4 +148,5 @@ def run_oneshot(
 
     run_blocks(model, samples, visit)
     result.notes.append(f"calibrated on {len(samples)} samples")
+    result.notes.extend(notes)
     return result

@@ -22,10 +22,9 @@ class SparseGPTMethod(Method):
     def apply(  # type: ignore[override]
         self, model: nn.Module, config: SparseGPTConfig, ctx: PruneContext
     ) -> StageResult:
-        def prune_layer(name: str, module: nn.Module, stats: HessianAccumulator) -> Tensor:
+        def prune_layer(name: str, module: nn.Module, stats: HessianAccumulator, sparsity: float | None) -> Tensor:
             with torch.no_grad():
                 matrix = weight_as_matrix(module, module.weight)  # effective weight: earlier zeros stay zero
-                sparsity = None if config.nm is not None else config.target_sparsity
                 new_w, keep = sparsegpt_prune(
                     matrix, stats.hessian(), sparsity, config.nm,
                     blocksize=config.blocksize, percdamp=config.percdamp, layer=name,

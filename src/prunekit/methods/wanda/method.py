@@ -25,7 +25,7 @@ class WandaMethod(Method):
     config_cls = WandaConfig
 
     def apply(self, model: nn.Module, config: WandaConfig, ctx: PruneContext) -> StageResult:  # type: ignore[override]
-        def prune_layer(_name: str, module: nn.Module, stats: InputNormAccumulator) -> Tensor:
+        def prune_layer(_name: str, module: nn.Module, stats: InputNormAccumulator, sparsity: float | None) -> Tensor:
             with torch.no_grad():
                 scores = wanda_scores(weight_as_matrix(module, module.weight), stats.norms())
                 earlier = current_mask(module)
@@ -33,7 +33,7 @@ class WandaMethod(Method):
                     scores = scores.masked_fill(~weight_as_matrix(module, earlier), float("-inf"))
             if config.nm is not None:
                 return config.nm.keep_mask(scores)
-            return per_row_keep_mask(scores, config.target_sparsity)
+            return per_row_keep_mask(scores, float(sparsity or 0.0))
 
         return run_oneshot(
             model, config, ctx, self.name, lambda m: InputNormAccumulator(_in_features(m)), prune_layer
