@@ -36,10 +36,20 @@ def _vit_model():
     return transformers.ViTModel(cfg).eval(), {"pixel_values": torch.randn(1, 3, 32, 32)}
 
 
+def _qwen2_model():
+    """Qwen2-like: GQA (4 query heads, 2 key-value heads) with biases on q / k / v, explicit head_dim."""
+    torch.manual_seed(0)
+    cfg = transformers.Qwen2Config(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                                   max_position_embeddings=64, tie_word_embeddings=False, use_cache=False)
+    return transformers.Qwen2ForCausalLM(cfg).eval(), {"input_ids": torch.randint(0, 128, (2, 8))}
+
+
 BUILDERS = {  # name -> (builder, Auto class that loads it back)
     "bert_model": (_bert_model, "AutoModel"),
     "bert_classifier": (ZOO["bert"], "AutoModelForSequenceClassification"),
     "llama_gqa": (ZOO["llama_gqa"], "AutoModelForCausalLM"),
+    "qwen2_gqa": (_qwen2_model, "AutoModelForCausalLM"),
     "vit_model": (_vit_model, "AutoModel"),
 }
 
@@ -55,7 +65,8 @@ def _ffn_widths(model) -> set[int]:
 
 
 ROUND_TRIPS = [(name, {"macs_ratio": 0.6}) for name in BUILDERS] + [
-    ("bert_classifier", {"params_ratio": 0.7}), ("llama_gqa", {"params_ratio": 0.7})]
+    ("bert_classifier", {"params_ratio": 0.7}), ("llama_gqa", {"params_ratio": 0.7}),
+    ("qwen2_gqa", {"params_ratio": 0.7})]
 
 
 @pytest.mark.parametrize(("name", "target"), ROUND_TRIPS, ids=[f"{n}-{next(iter(t))}" for n, t in ROUND_TRIPS])
@@ -69,9 +80,10 @@ def test_save_pretrained_round_trip(name, target, tmp_path):
     assert "from_pretrained rebuilds" in notes, notes
     assert model.config.intermediate_size < base_config.intermediate_size
     assert _ffn_widths(model) == {model.config.intermediate_size}  # every block the same width
-    if name == "llama_gqa":  # the residual stream is expressible for Llama (explicit head_dim), so it shrinks too
+    if name in ("llama_gqa", "qwen2_gqa"):  # the residual stream is expressible for Llama (explicit head_dim), so it shrinks too
         assert model.config.hidden_size < base_config.hidden_size
-        assert model.config.hidden_size % model.config.num_attention_heads == 0
+        if name == "llama_gqa":  # (Qwen2 here keeps head_dim explicit, so any hidden size is expressible)
+            assert model.config.hidden_size % model.config.num_attention_heads == 0
     else:  # BERT / ViT derive the attention width from hidden_size: the residual stream is kept whole
         assert model.config.hidden_size == base_config.hidden_size
     if name == "bert_classifier":  # (in the bare models the residual stream is the output, frozen anyway)
