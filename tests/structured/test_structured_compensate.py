@@ -158,3 +158,32 @@ def test_gpt2_conv1d_layers_are_read_and_refit_in_their_in_out_layout():
         err_plain = output_error(ref, [plain(**b).logits for b in calib])[0]
         err_fitted = output_error(ref, [fitted(**b).logits for b in calib])[0]
     assert err_fitted < 0.5 * err_plain
+
+
+class _TokenModel(nn.Module):
+    """Embedding -> Linear: the Linear sees (B, T, C) token states; a batch dict carries an attention mask."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(10, 4)
+        self.proj = nn.Linear(4, 3)
+
+    def forward(self, input_ids, attention_mask=None):
+        return self.proj(self.emb(input_ids))
+
+
+def test_padding_tokens_are_left_out_of_the_calibration_statistics():
+    from prunekit.methods.structured.calib import Batch, collect_inputs
+
+    torch.manual_seed(0)
+    model = _TokenModel().eval()
+    ids = torch.tensor([[1, 2, 3, 0], [4, 5, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
+    stats = collect_inputs(model, [Batch({"input_ids": ids, "attention_mask": mask})], {"proj": model.proj},
+                           gram=frozenset({"proj"}))["proj"]
+    real = model.emb(ids)[mask.bool()].detach().double()  # the 5 real tokens only
+    assert stats.count == 5
+    torch.testing.assert_close(stats.total, real.sum(0))
+    torch.testing.assert_close(stats.gram, real.T @ real)
+    unmasked = collect_inputs(model, [Batch({"input_ids": ids})], {"proj": model.proj})["proj"]
+    assert unmasked.count == 8  # without a mask every position counts

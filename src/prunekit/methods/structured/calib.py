@@ -221,17 +221,25 @@ def collect_inputs(model: nn.Module, batches: Sequence[Batch], modules: Mapping[
     the Gram matrix only for the names in `gram`. `rows_of(module, input)` gives the (rows, columns) view."""
     stats = {name: InputStats() for name in modules}
     hooks = []
+    tokens: list[Tensor | None] = [None]  # the current batch's attention mask (B, T), when it has one
 
     def hook_for(name: str):
         def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
             x = args[0] if args else next(iter(kwargs.values()))
+            mask = tokens[0]
+            if (mask is not None and x.dim() == 3 and tuple(x.shape[:2]) == tuple(mask.shape)
+                    and not isinstance(module, nn.modules.conv._ConvNd)):
+                x = x[mask.to(device=x.device, dtype=torch.bool)]  # padding tokens are not data: leave them out
             stats[name].add(rows_of(module, x), name in gram)
         return hook
 
     for name, module in modules.items():
         hooks.append(module.register_forward_pre_hook(hook_for(name), with_kwargs=True))
     try:
-        run_outputs(model, batches)
+        for batch in batches:
+            inputs = batch.inputs
+            tokens[0] = inputs.get("attention_mask") if isinstance(inputs, Mapping) else None
+            run_outputs(model, [batch])
     finally:
         for h in hooks:
             h.remove()

@@ -83,7 +83,7 @@ class StructuredConfig(Config):
     calib_batches: int = Field(8, ge=1, description="Calibration batches taken from the data (data-driven kinds, "
                                "compensation).")
     batch_size: int = Field(32, ge=1, description="Batch size when the data is a dataset (DatasetSplits: train split).")
-    damp: float = Field(0.01, ge=0.0, description="least_squares ridge damping, relative to the mean input energy.")
+    damp: float = Field(0.1, ge=0.0, description="least_squares ridge damping, relative to the mean input energy.")
     scope: Literal["layer", "global"] = Field(
         "layer",
         description="layer: every group keeps the same fraction of its channels; global: one score threshold "
