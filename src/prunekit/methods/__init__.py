@@ -5,6 +5,7 @@ decorated with `@register_method`), plus one import line below; the conformance 
 """
 
 from prunekit.methods.base import Method, PruneContext, StageResult, register_method
+from prunekit.methods.imp.method import ImpMethod  # noqa: F401  (registers "imp")
 from prunekit.methods.gmp.method import GmpMethod  # noqa: F401  (registers "gmp")
 from prunekit.methods.llm_depth.method import LlmDepthMethod  # noqa: F401  (registers "llm_depth")
 from prunekit.methods.llm_width.method import LlmWidthMethod  # noqa: F401  (registers "llm_width")

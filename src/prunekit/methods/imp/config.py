@@ -1,0 +1,76 @@
+"""Config of the `imp` method (iterative magnitude pruning with rewinding)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from prunekit.config import Config
+from prunekit.config.rules import check_entries, check_targets_not_empty
+from prunekit.errors import PrunekitError
+from prunekit.training.distill import DistillConfig
+
+
+class ImpConfig(Config):
+    """Lottery tickets: train, prune p of the remaining weights globally by magnitude, rewind, repeat."""
+
+    rounds: int = Field(
+        5, ge=1, description="Pruning rounds; round r keeps about (1 - prune_per_round)^r of the weights."
+    )
+    prune_per_round: float = Field(
+        0.2, gt=0.0, lt=1.0, description="Fraction of the remaining targeted weights pruned each round, in (0, 1)."
+    )
+    rewind: str | int = Field(
+        "init", description="init: surviving weights go back to their values at the start; an integer k: to their "
+        "values after k training steps of the dense run (late rewinding); rounds then train steps k..T."
+    )
+    epochs: int = Field(10, ge=1, description="Epochs of each training run (the dense one and every round's).")
+    lr: float = Field(4e-3, gt=0.0, description="Peak AdamW learning rate (20% linear warm-up, then cosine decay).")
+    batch_size: int = Field(64, ge=1, description="Samples per training step.")
+    weight_decay: float = Field(5e-4, ge=0.0, description="AdamW weight decay.")
+    seed: int = Field(
+        0, description="Seed of the batch order; the control of round r draws its weights with seed + 1000 + r."
+    )
+    control: bool = Field(
+        True, description="Also train the random re-initialization control each round (same mask, fresh weights, "
+        "same steps) and report it beside the ticket."
+    )
+    targets: tuple[str, ...] | None = Field(
+        None, description="Module names or 're:REGEX' to prune; default: every Linear / Conv layer."
+    )
+    ignore: tuple[str, ...] = Field((), description="Module names or 're:REGEX' to leave dense.")
+    protect_first: bool = Field(True, description="Leave the first layer (the one reading the input) dense.")
+    protect_last: bool = Field(True, description="Leave the last layer (classifier / LM head) dense.")
+    min_density: float = Field(
+        0.02, ge=0.0, lt=1.0, description="Per-layer density floor that the global threshold never crosses."
+    )
+    distill: DistillConfig | None = Field(
+        None, description="Distil every round's training from the trained dense model: {temperature, alpha, "
+        "hidden_mse, hidden_layers}; null: plain cross-entropy."
+    )
+
+    @property
+    def target_sparsity(self) -> float:
+        """The sparsity of the targeted layers after the last round, up to rounding: 1 - (1 - p)^rounds."""
+        return 1.0 - (1.0 - self.prune_per_round) ** self.rounds
+
+    @field_validator("rewind", mode="before")
+    @classmethod
+    def _rewind(cls, value: Any) -> str | int:
+        if value == "init" and isinstance(value, str):
+            return value
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+        raise PrunekitError("use 'init' (the weights at the start) or an integer "
+                            "k >= 0 (the weights after k training steps: late rewinding)")
+
+    @field_validator("targets", "ignore")
+    @classmethod
+    def _check_entries(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        return check_entries(value)
+
+    @field_validator("targets")
+    @classmethod
+    def _not_empty(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        return check_targets_not_empty(value, "every Linear / Conv layer")
