@@ -10,7 +10,9 @@ Where the samples come from, first match wins:
    - a DatasetSplits (e.g. `load_dataset("shakespeare")`): its train split's text.
    Rows: the first `nsamples`.
 3. `example_inputs` holding token ids (an integer tensor (B, T), or a mapping with "input_ids"): its first
-   `nsamples` rows, one sample each (with the mapping's other per-row tensors, e.g. attention_mask).
+   `nsamples` rows, one sample each (with the mapping's other per-row tensors, e.g. attention_mask), when it has
+   at least `nsamples` rows; with fewer rows (e.g. the one tracing sentence the CLI builds) the default dataset is
+   used when a tokenizer is at hand, else the rows with a warning.
 4. Otherwise the default dataset (Shakespeare's train split).
 5. A text is tokenized (no special tokens) by the tokenizer passed as `data`, or else the one saved next to the model
    (`model.config._name_or_path` when it is a local folder with a tokenizer), only its first
@@ -20,6 +22,7 @@ Where the samples come from, first match wins:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -157,8 +160,15 @@ def calibration_samples(
             text, what = got, "the calibration text passed as data"
         else:
             rows = _rows_of(example_inputs, cfg.nsamples)
-            if rows:
+            if rows and len(rows) >= cfg.nsamples:
                 return rows
+            if rows and not (_is_tokenizer(data) or _model_tokenizer(model) is not None):
+                warnings.warn(f"calibrating on the {len(rows)} row(s) of example_inputs, fewer than nsamples = "
+                              f"{cfg.nsamples}: no tokenizer is at hand to sample the default dataset",
+                              stacklevel=3)
+                return rows
+            # fewer rows than nsamples (e.g. the one tracing sentence the CLI makes) and a tokenizer at hand:
+            # the default dataset gives the nsamples windows the recipe asks for
     if text is None:
         kind, value = cfg.source
         text = _file_text(value) if kind == "file" else None

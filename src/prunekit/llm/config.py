@@ -10,6 +10,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from prunekit.config import Config
 from prunekit.config.rules import check_entries, check_targets_not_empty, target_sparsity
 from prunekit.errors import PrunekitError
+from prunekit.llm.spill import parse_bytes
 from prunekit.patterns import NM, parse_pattern
 
 
@@ -93,6 +94,19 @@ class OneShotConfig(Config):
         default_factory=CalibrationConfig,
         description="Calibration samples: {dataset | file, nsamples, seq_len, seed}.",
     )
+    memory_budget: int | str | None = Field(
+        None,
+        description="Bytes (or a size such as '2GiB', '512MB') of cached block activations kept in RAM; samples "
+        "past it are spilled to a temporary folder on disk and read back one at a time (null: all in RAM).",
+    )
+    spill_dir: str | None = Field(
+        None, description="Folder in which the temporary spill folder is made (default: the system's temp folder)."
+    )
+
+    @field_validator("memory_budget", mode="before")
+    @classmethod
+    def _budget_bytes(cls, value: Any) -> int | None:
+        return parse_bytes(value)
 
     @field_validator("pattern")
     @classmethod

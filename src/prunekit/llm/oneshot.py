@@ -108,7 +108,8 @@ def owl_allocation(
         raise PrunekitError("owl_allocation needs a config with owl set and one target sparsity")
     by_block, _, _ = _plan(model, cfg)
     samples = calibration_samples(model, cfg.calibration, example_inputs, data)
-    return owl_block_sparsities(model, by_block, samples, cfg.target_sparsity, cfg.owl)[0]
+    return owl_block_sparsities(model, by_block, samples, cfg.target_sparsity, cfg.owl,
+                                memory_budget=cfg.memory_budget, spill_dir=cfg.spill_dir)[0]
 
 
 def run_oneshot(
@@ -146,7 +147,9 @@ def run_oneshot(
             achieved = 1.0 - live.float().mean().item() if live is not None else 0.0
             result.layers[name] = {"status": "pruned", "pattern": cfg.pattern, "sparsity": achieved}
 
-    run_blocks(model, samples, visit)
+    run_blocks(
+        model, samples, visit, memory_budget=cfg.memory_budget, spill_dir=cfg.spill_dir, return_outputs=False
+    )
     result.notes.append(f"calibrated on {len(samples)} samples")
     result.notes.extend(notes)
     return result

@@ -5,14 +5,15 @@ share one class), never from per-architecture attribute paths. The first block's
 arguments: attention masks, position ids, rotary embeddings, ...) are captured by a pre-hook that stops the forward,
 so nothing after the first block runs. Then each block in turn is moved to the compute device, offered to a `visit`
 callback (which may run it over every cached input with hooks attached, and prune it), and run once more to produce
-the next block's inputs from the block as it is now (pruned). Cached activations live on CPU.
+the next block's inputs from the block as it is now (pruned). Cached activations live on CPU, and past
+`memory_budget` bytes on disk (`prunekit.llm.spill.ActivationCache`), read back one sample at a time.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,30 +21,15 @@ from torch import Tensor, nn
 
 from prunekit.errors import PrunekitError
 from prunekit.layers import call_model
+from prunekit.llm.spill import ActivationCache, BlockCall, parse_bytes
+
+__all__ = ["BlockCall", "block_output", "capture_block_inputs", "find_blocks", "run_blocks"]
 
 Visit = Callable[[int, str, nn.Module, Callable[[], None]], None]
 
 
 class _StopForward(Exception):
     """Raised by the capture hook to stop the model's forward at the first block."""
-
-
-@dataclass
-class BlockCall:
-    """One cached call of a block: its positional and keyword arguments (tensors on CPU)."""
-
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
-
-    def hidden(self) -> Tensor:
-        """The hidden states this call feeds the block."""
-        return self.args[0] if self.args else self.kwargs["hidden_states"]
-
-    def with_hidden(self, hidden: Tensor) -> BlockCall:
-        """The same call with new hidden states."""
-        if self.args:
-            return BlockCall((hidden, *self.args[1:]), self.kwargs)
-        return BlockCall(self.args, {**self.kwargs, "hidden_states": hidden})
 
 
 def find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
@@ -109,12 +95,9 @@ def _no_cache_inputs(model: nn.Module, inputs: Any) -> Any:
     return inputs
 
 
-def capture_block_inputs(model: nn.Module, first_block: nn.Module, samples: list[Any]) -> list[BlockCall]:
-    """Run `model` on each sample until `first_block` is called; return each call's arguments (on CPU)."""
-    calls: list[BlockCall] = []
-
+def _capture(model: nn.Module, first_block: nn.Module, samples: list[Any], add: Callable[[BlockCall], None]) -> None:
     def hook(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        calls.append(BlockCall(_move(args, "cpu"), _move(kwargs, "cpu")))
+        add(BlockCall(_move(args, "cpu"), _move(kwargs, "cpu")))
         raise _StopForward
 
     handle = first_block.register_forward_pre_hook(hook, with_kwargs=True)
@@ -128,6 +111,12 @@ def capture_block_inputs(model: nn.Module, first_block: nn.Module, samples: list
                 raise PrunekitError("the model's forward never reached its first transformer block")
     finally:
         handle.remove()
+
+
+def capture_block_inputs(model: nn.Module, first_block: nn.Module, samples: list[Any]) -> list[BlockCall]:
+    """Run `model` on each sample until `first_block` is called; return each call's arguments (on CPU)."""
+    calls: list[BlockCall] = []
+    _capture(model, first_block, samples, calls.append)
     return calls
 
 
@@ -137,7 +126,14 @@ def _device_of(module: nn.Module) -> torch.device:
 
 
 def run_blocks(
-    model: nn.Module, samples: list[Any], visit: Visit | None = None, device: str | torch.device | None = None
+    model: nn.Module,
+    samples: list[Any],
+    visit: Visit | None = None,
+    device: str | torch.device | None = None,
+    *,
+    memory_budget: int | str | None = None,
+    spill_dir: str | Path | None = None,
+    return_outputs: bool = True,
 ) -> list[Tensor]:
     """Walk the blocks over `samples`; return the last block's output hidden states per sample (on CPU).
 
@@ -147,6 +143,11 @@ def run_blocks(
         visit: called as visit(index, name, block, forward) for each block before it produces its outputs;
             `forward()` runs the block over every cached input (outputs discarded), e.g. with hooks attached.
         device: where each block runs; default: where the block's parameters are.
+        memory_budget: bytes (or a size such as "2GiB") of cached block inputs kept in RAM; samples past it are
+            spilled to a temporary folder and read back one at a time (None: all in RAM; 0: all on disk). The
+            folder is removed before returning, also on error. Results are identical either way.
+        spill_dir: where that temporary folder is made (default: the system's temp folder).
+        return_outputs: False returns [] instead of loading every sample's final hidden states into RAM.
     """
     if not samples:
         raise PrunekitError("run_blocks needs at least one calibration sample")
@@ -154,30 +155,31 @@ def run_blocks(
     was_training = model.training
     model.eval()
     try:
-        calls = capture_block_inputs(model, blocks[0], samples)
-        for i, block in enumerate(blocks):
-            home = _device_of(block)
-            dev = torch.device(device) if device is not None else home
-            block.to(dev)
+        with ActivationCache(parse_bytes(memory_budget), spill_dir) as cache:
+            _capture(model, blocks[0], samples, cache.append)
+            for i, block in enumerate(blocks):
+                home = _device_of(block)
+                dev = torch.device(device) if device is not None else home
+                block.to(dev)
 
-            def run_all(keep: bool, block: nn.Module = block, dev: torch.device = dev) -> list[Tensor]:
-                outs = []
-                with torch.no_grad():
-                    for call in calls:
-                        out = block_output(block(*_move(call.args, dev), **_move(call.kwargs, dev)))
-                        if keep:
-                            outs.append(out.to("cpu"))
-                return outs
+                def run_all(keep: bool, block: nn.Module = block, dev: torch.device = dev) -> None:
+                    with torch.no_grad():
+                        for j in range(len(cache)):
+                            call = cache[j]
+                            out = block_output(block(*_move(call.args, dev), **_move(call.kwargs, dev)))
+                            del call
+                            if keep:  # sample j's input is no longer needed: its slot takes the output
+                                cache.set_hidden(j, out.to("cpu"))
+                            del out
 
-            if visit is not None:
+                if visit is not None:
 
-                def forward(run_all: Callable[[bool], list[Tensor]] = run_all) -> None:
-                    run_all(False)
+                    def forward(run_all: Callable[[bool], None] = run_all) -> None:
+                        run_all(False)
 
-                visit(i, f"{name}.{i}", block, forward)
-            outs = run_all(True)
-            calls = [call.with_hidden(out) for call, out in zip(calls, outs)]
-            block.to(home)
+                    visit(i, f"{name}.{i}", block, forward)
+                run_all(True)
+                block.to(home)
+            return cache.hidden_states() if return_outputs else []
     finally:
         model.train(was_training)
-    return [call.hidden() for call in calls]

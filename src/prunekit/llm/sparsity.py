@@ -35,9 +35,11 @@ class _SumSquares:
 
 
 def block_outlier_ratios(
-    model: nn.Module, by_block: dict[int, list[str]], samples: list[Any], m: float
+    model: nn.Module, by_block: dict[int, list[str]], samples: list[Any], m: float, *,
+    memory_budget: int | None = None, spill_dir: str | None = None,
 ) -> dict[int, float]:
-    """OWL's D_l per block index in `by_block`: scores |W| * ||X_j|| of the block's layers on the dense model."""
+    """OWL's D_l per block index in `by_block`: scores |W| * ||X_j|| of the block's layers on the dense model
+    (the walk spills cached activations to disk past `memory_budget` bytes, as the pruning walk does)."""
     modules = dict(model.named_modules())
     ratios: dict[int, float] = {}
 
@@ -62,16 +64,17 @@ def block_outlier_ratios(
                 scores.append(w * norms.sqrt().reshape(1, -1))
         ratios[index] = outlier_ratio(scores, m)
 
-    run_blocks(model, samples, visit)
+    run_blocks(model, samples, visit, memory_budget=memory_budget, spill_dir=spill_dir, return_outputs=False)
     return ratios
 
 
 def owl_block_sparsities(
-    model: nn.Module, by_block: dict[int, list[str]], samples: list[Any], target: float, owl: OwlConfig
+    model: nn.Module, by_block: dict[int, list[str]], samples: list[Any], target: float, owl: OwlConfig, *,
+    memory_budget: int | None = None, spill_dir: str | None = None,
 ) -> tuple[dict[int, float], dict[int, float]]:
     """(sparsity, outlier ratio) per block index, the parameter-weighted mean sparsity exactly `target`."""
     modules = dict(model.named_modules())
-    ratios = block_outlier_ratios(model, by_block, samples, owl.m)
+    ratios = block_outlier_ratios(model, by_block, samples, owl.m, memory_budget=memory_budget, spill_dir=spill_dir)
     order = sorted(ratios)
     params = [sum(modules[n].weight.numel() for n in by_block[i]) for i in order]
     values = owl_sparsities([ratios[i] for i in order], params, target, owl.lam)
@@ -112,7 +115,8 @@ def layer_sparsities(
     target = float(cfg.target_sparsity or 0.0)
     if cfg.owl is None:
         return {n: target for n in names}, []
-    per_block, ratios = owl_block_sparsities(model, by_block, samples, target, cfg.owl)
+    per_block, ratios = owl_block_sparsities(model, by_block, samples, target, cfg.owl,
+                                             memory_budget=cfg.memory_budget, spill_dir=cfg.spill_dir)
     note = "owl: " + ", ".join(
         f"block {i}: outliers {ratios[i]:.4f} -> sparsity {per_block[i]:.4f}" for i in sorted(per_block)
     )

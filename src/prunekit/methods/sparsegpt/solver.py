@@ -120,7 +120,7 @@ def sparsegpt_prune(
         sparsity = check_sparsity(sparsity)
     if tuple(hessian.shape) != (cols, cols):
         raise PrunekitError(f"layer {layer!r}: Hessian shape {tuple(hessian.shape)} does not match {cols} inputs")
-    w = weight.detach().to(torch.float32).clone()
+    w = weight.detach().to(torch.float32).clone(memory_format=torch.contiguous_format)  # GPT-2 Conv1D gives W.T
     h = hessian.detach().to(w.device, torch.float32).clone()
     dead = torch.diag(h) == 0
     h[dead, dead] = 1.0  # an input never active: nothing to preserve, its weights go first
