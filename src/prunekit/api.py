@@ -87,6 +87,14 @@ def prune(
             if layer_info.get(name, {}).get("status") == "pruned" and info["status"] != "pruned":
                 continue  # an earlier stage pruned it; a later skip does not undo that
             layer_info[name] = {k: v for k, v in info.items() if k in ("status", "reason", "pattern")}
+        present = {n for n, _ in model.named_modules()}
+        gone = [n for n in layer_info if n not in present]
+        if gone:  # a later stage removed (or renumbered) modules an earlier stage reported on, e.g. llm_depth
+            for name in gone:
+                del layer_info[name]
+            stages[-1].setdefault("notes", []).append(
+                f"{len(gone)} layer(s) reported by earlier stages no longer exist after this stage (removed or "
+                "renumbered); their rows are dropped from the per-layer table")
     target = _target_sparsity(recipe.stages[-1].config)
     return build_report(
         model,

@@ -32,8 +32,16 @@ def is_hf_model(model: nn.Module) -> bool:
 
 
 def state_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
-    """Shape of every state-dict entry (tied tensors under each of their names)."""
-    return {k: tuple(v.shape) for k, v in model.state_dict(keep_vars=True).items()}
+    """Shape of every state-dict entry (tied tensors under each of their names), as the finalized model would name
+    them: a masked weight's `parametrizations.weight.original` counts as `weight`, its mask buffers not at all."""
+    out = {}
+    for key, value in model.state_dict(keep_vars=True).items():
+        if ".parametrizations." in f".{key}":
+            if not key.endswith(".original"):
+                continue
+            key = f".{key}".replace(".parametrizations.", ".").removesuffix(".original").lstrip(".")
+        out[key] = tuple(value.shape)
+    return out
 
 
 def shapes_after(model: nn.Module, removals: Mapping[str, Mapping[int, Iterable[int]]]) -> dict[str, tuple[int, ...]]:
