@@ -8,6 +8,9 @@
 
 from __future__ import annotations
 
+import resource
+import sys
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -18,8 +21,9 @@ import prunekit.methods  # noqa: F401  (registers the built-in methods)
 from prunekit.config import Config
 from prunekit.errors import PrunekitError
 from prunekit.eval import PruneReport, build_report, compare_models, count_model
-from prunekit.layers import execution_order
+from prunekit.layers import execution_order, weight_as_matrix
 from prunekit.methods.base import PruneContext
+from prunekit.patterns import NM, parse_pattern
 from prunekit.recipes import Recipe, Stage, load_recipe, parse_recipe
 from prunekit.registry import METHODS
 
@@ -81,8 +85,11 @@ def prune(
     layer_info: dict[str, dict[str, Any]] = {}
     stages = []
     for st in recipe.stages:
+        start = time.perf_counter()
         result = METHODS.get(st.method)().apply(model, st.config, ctx)
-        stages.append({**st.to_dict(), **({"notes": list(result.notes)} if result.notes else {})})
+        seconds = time.perf_counter() - start
+        stages.append({**st.to_dict(), **({"notes": list(result.notes)} if result.notes else {}),
+                       "seconds": round(seconds, 3), "peak_rss_mib": round(_peak_rss_mib(), 1)})
         for name, info in result.layers.items():
             if layer_info.get(name, {}).get("status") == "pruned" and info["status"] != "pruned":
                 continue  # an earlier stage pruned it; a later skip does not undo that
@@ -95,6 +102,9 @@ def prune(
             stages[-1].setdefault("notes", []).append(
                 f"{len(gone)} layer(s) reported by earlier stages no longer exist after this stage (removed or "
                 "renumbered); their rows are dropped from the per-layer table")
+    nm_note = _nm_check(model, layer_info)
+    if nm_note:
+        stages[-1].setdefault("notes", []).append(nm_note)
     target = _target_sparsity(recipe.stages[-1].config)
     return build_report(
         model,
@@ -105,6 +115,36 @@ def prune(
         model_spec=model_spec,
         target_sparsity=target,
     )
+
+
+def _peak_rss_mib() -> float:
+    """The process's peak resident memory so far (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
+def _nm_check(model: nn.Module, layer_info: Mapping[str, Mapping[str, Any]]) -> str | None:
+    """Check every layer a stage pruned with an N:M pattern against that pattern, on its current weight.
+
+    Raises:
+        PrunekitError: a pruned weight breaks its pattern (a bug, never silently saved).
+    """
+    modules = dict(model.named_modules())
+    checked, bad = 0, []
+    for name, info in layer_info.items():
+        text = info.get("pattern")
+        if info.get("status") != "pruned" or not text or ":" not in str(text) or name not in modules:
+            continue
+        pattern = parse_pattern(str(text))
+        if not isinstance(pattern, NM):
+            continue
+        module = modules[name]
+        checked += 1
+        if not pattern.check(weight_as_matrix(module, module.weight).detach()):
+            bad.append(name)
+    if bad:
+        raise PrunekitError(f"N:M check failed: {len(bad)} pruned weight(s) break their pattern, e.g. {bad[0]!r}")
+    return f"N:M check: all {checked} pruned weight(s) follow their pattern" if checked else None
 
 
 def _target_sparsity(cfg: Config) -> float | None:

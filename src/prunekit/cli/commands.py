@@ -145,6 +145,13 @@ def cmd_prune(args: argparse.Namespace) -> int:
         for stage in report.stages:
             for note in stage.get("notes", []):
                 con.print(f"  {stage['method']}: {note}", markup=False)
+    for stage in report.stages:
+        if "seconds" in stage:
+            con.print(f"  {stage['method']}: {stage['seconds']:.1f} s; process peak memory so far "
+                      f"{stage['peak_rss_mib']:.0f} MiB", markup=False)
+        nm = [n for n in stage.get("notes", []) if n.startswith("N:M check")]
+        if nm and plan is None:
+            con.print(f"  {stage['method']}: {nm[0]}", markup=False)
     con.print(f"[bold]wrote[/bold] {args.out}")
     return 0
 
