@@ -5,6 +5,11 @@ One place for each rule, so every config gives the same error text for the same 
 
 from __future__ import annotations
 
+from typing import ClassVar
+
+from pydantic import field_validator
+
+from prunekit.config.base import Config
 from prunekit.config.targets import check_pattern
 from prunekit.errors import PrunekitError
 from prunekit.patterns import parse_pattern
@@ -39,3 +44,21 @@ def target_sparsity(sparsity: float | None, pattern: str) -> float:
             "omit sparsity or set it to that value"
         )
     return float(sparsity if sparsity is not None else implied)  # type: ignore[arg-type]
+
+
+class TargetedConfig(Config):
+    """A config with `targets` / `ignore` fields: every entry validated, an explicitly empty `targets` refused.
+
+    Subclasses declare the two fields and set `targets_default` (what omitting `targets` targets)."""
+
+    targets_default: ClassVar[str] = "every Linear / Conv layer"
+
+    @field_validator("targets", "ignore", check_fields=False)
+    @classmethod
+    def _check_entries(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        return check_entries(value)
+
+    @field_validator("targets", check_fields=False)
+    @classmethod
+    def _not_empty(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        return check_targets_not_empty(value, cls.targets_default)

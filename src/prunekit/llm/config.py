@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from prunekit.config import Config
-from prunekit.config.rules import check_entries, check_targets_not_empty, target_sparsity
+from prunekit.config.rules import TargetedConfig, target_sparsity
 from prunekit.errors import PrunekitError
 from prunekit.llm.spill import parse_bytes
 from prunekit.patterns import NM, parse_pattern
@@ -70,8 +70,10 @@ class OwlConfig(Config):
     )
 
 
-class OneShotConfig(Config):
+class OneShotConfig(TargetedConfig):
     """Sparsity, pattern, targets and calibration of a one-shot LLM method (pruned block by block)."""
+
+    targets_default: ClassVar[str] = "every Linear inside the transformer blocks"
 
     sparsity: float | tuple[float, ...] | dict[str, float] | None = Field(
         None,
@@ -143,16 +145,6 @@ class OneShotConfig(Config):
                 label = f"sparsity{where if where.startswith('[') else (f' for {where!r}' if where else '')}"
                 raise PrunekitError(f"{label} = {v} is outside [0, 1)")
         return value
-
-    @field_validator("targets", "ignore")
-    @classmethod
-    def _check_entries(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        return check_entries(value)
-
-    @field_validator("targets")
-    @classmethod
-    def _not_empty(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        return check_targets_not_empty(value, "every Linear inside the transformer blocks")
 
     @model_validator(mode="after")
     def _sparsity_matches_pattern(self) -> OneShotConfig:

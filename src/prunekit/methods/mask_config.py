@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from prunekit.config import Config
-from prunekit.config.rules import check_entries, check_targets_not_empty, target_sparsity
+from prunekit.config.rules import TargetedConfig, target_sparsity
 from prunekit.errors import PrunekitError
 from prunekit.patterns import parse_pattern
 
 
-class MaskPruningConfig(Config):
+class MaskPruningConfig(TargetedConfig):
     """Sparsity, pattern, scope, targets and the guards every mask-pruning method shares."""
+
+    targets_default: ClassVar[str] = "every Linear / Conv layer"
 
     sparsity: float | None = Field(
         None, ge=0.0, lt=1.0, description="Fraction of weights to zero in [0, 1). Implied by an N:M pattern."
@@ -39,16 +40,6 @@ class MaskPruningConfig(Config):
     @classmethod
     def _canonical_pattern(cls, value: str) -> str:
         return parse_pattern(value).name
-
-    @field_validator("targets", "ignore")
-    @classmethod
-    def _check_entries(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        return check_entries(value)
-
-    @field_validator("targets")
-    @classmethod
-    def _not_empty(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        return check_targets_not_empty(value, "every Linear / Conv layer")
 
     @model_validator(mode="after")
     def _cross_field(self) -> MaskPruningConfig:
