@@ -110,8 +110,36 @@ def _task_evaluator(loaded: Any, data: Any) -> Any:
     return None
 
 
+RESUME_EVERY = 50  # optimizer steps between checkpoints when --resume is given and the recipe sets none
+
+
+def _with_resume(recipe: Any, folder: str) -> Any:
+    """The recipe with every training stage checkpointing into (and resuming from) FOLDER/stage-<i>.
+
+    Raises:
+        PrunekitError: no stage of the recipe trains (nothing could be resumed).
+    """
+    from dataclasses import replace
+
+    stages, hit = [], 0
+    for i, st in enumerate(recipe.stages):
+        if "resume_dir" in type(st.config).model_fields:
+            sub = str(Path(folder) / f"stage-{i}")
+            every = getattr(st.config, "checkpoint_every", None) or RESUME_EVERY
+            st = replace(st, config=st.config.model_copy(update={"resume_dir": sub, "checkpoint_every": every}))
+            hit += 1
+        stages.append(st)
+    if not hit:
+        names = ", ".join(st.method for st in recipe.stages)
+        raise PrunekitError(f"--resume {folder}: no stage of this recipe trains ({names}); only training stages "
+                            "such as gmp checkpoint and resume")
+    return replace(recipe, stages=tuple(stages))
+
+
 def cmd_prune(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe)  # validate first: a bad recipe costs nothing
+    if getattr(args, "resume", None):
+        recipe = _with_resume(recipe, args.resume)
     check_output_dir(args.out, args.overwrite)
     loaded = load_model(args.model, args.checkpoint)
     data = load_data(args.data) if args.data else None

@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-shape", help="example input shape for tracing, e.g. 1,3,224,224 (when --data gives none)")
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
     p.add_argument("--no-measure", action="store_true", help="skip latency / memory / file-size measurements")
+    p.add_argument("--resume", metavar="DIR", help="training stages (gmp) checkpoint into DIR/stage-<i> and, when "
+                   "run again with the same DIR, resume from the latest checkpoint there")
 
     p = sub.add_parser("report", help="print the report saved in DIR")
     p.add_argument("dir", help="an output folder written by 'prunekit prune' or 'prunekit demo'")
