@@ -7,7 +7,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "prunekit"
 RANK = {
-    "errors": 0, "_version": 0, "registry": 0,
+    "errors": 0, "_version": 0, "registry": 0, "_atomic": 0,
     "layers": 1, "patterns": 1, "importance": 1, "schedules": 1, "graph": 1, "quant": 1,
     "masks": 2, "config": 2, "data": 2,
     "methods": 3, "training": 3, "llm": 3,

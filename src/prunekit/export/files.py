@@ -16,28 +16,8 @@ from pathlib import Path
 
 from torch import nn
 
+from prunekit._atomic import atomic_write_bytes, atomic_write_text
 from prunekit.errors import PrunekitError
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write `data` to `path` through a temp file + rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write UTF-8 text to `path` through a temp file + rename."""
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def check_output_dir(out: str | Path, overwrite: bool) -> Path:

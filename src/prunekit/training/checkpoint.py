@@ -16,7 +16,6 @@ and parameter order match), then the model, then an optimizer built over the mas
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
@@ -30,26 +29,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from prunekit._atomic import atomic_write_text
 from prunekit.errors import PrunekitError
 
 LATEST = "latest.json"
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "state.pt"
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    # export/files.py has the same helper, but export sits above training in the layers.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def rng_state() -> dict[str, Any]:
@@ -109,7 +94,7 @@ def save_checkpoint(folder: str | Path, step: int, *, model: nn.Module, optimize
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _atomic_write_text(folder / LATEST, json.dumps({"step": int(step), "dir": name}) + "\n")
+    atomic_write_text(folder / LATEST, json.dumps({"step": int(step), "dir": name}) + "\n")
     kept = sorted(p for p in folder.glob("step-*") if p.is_dir())
     for old in kept[:-keep] if keep > 0 else []:
         if old.name != name:
