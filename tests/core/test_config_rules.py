@@ -11,6 +11,7 @@ from prunekit.errors import PrunekitError
 @pytest.mark.parametrize(("method", "default"), [
     ("magnitude", "every Linear / Conv layer"),
     ("random", "every Linear / Conv layer"),
+    ("gmp", "every Linear / Conv layer"),
     ("wanda", "every Linear inside the transformer blocks"),
     ("sparsegpt", "every Linear inside the transformer blocks"),
 ])
@@ -23,3 +24,10 @@ def test_empty_targets_say_what_omitting_them_targets(method, default):
 def test_bad_ignore_regex_is_named(method):
     with pytest.raises(PrunekitError, match=r"ignore"):
         stage(method, sparsity=0.5, ignore=["re:("])
+
+
+def test_imp_shares_the_layer_selection_rules():
+    with pytest.raises(PrunekitError, match="targets is empty: omit it to target every Linear / Conv layer"):
+        stage("imp", targets=[])
+    with pytest.raises(PrunekitError, match="min_density"):
+        stage("imp", min_density=1.5)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from prunekit.config.base import Config
 from prunekit.config.targets import check_pattern
@@ -62,3 +62,18 @@ class TargetedConfig(Config):
     @classmethod
     def _not_empty(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
         return check_targets_not_empty(value, cls.targets_default)
+
+
+class LayerSelection(TargetedConfig):
+    """Which layers a mask-pruning config prunes: targets / ignore, the first and last layer guards, and the
+    per-layer density floor of global selection (shared by magnitude / random, the Pruner and imp)."""
+
+    targets: tuple[str, ...] | None = Field(
+        None, description="Module names or 're:REGEX' to prune; default: every Linear / Conv layer."
+    )
+    ignore: tuple[str, ...] = Field((), description="Module names or 're:REGEX' to leave dense.")
+    protect_first: bool = Field(True, description="Leave the first layer (the one reading the input) dense.")
+    protect_last: bool = Field(True, description="Leave the last layer (classifier / LM head) dense.")
+    min_density: float = Field(
+        0.02, ge=0.0, lt=1.0, description="Per-layer density floor that global pruning never crosses."
+    )

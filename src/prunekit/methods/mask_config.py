@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from prunekit.config.rules import TargetedConfig, target_sparsity
+from prunekit.config.rules import LayerSelection, target_sparsity
 from prunekit.errors import PrunekitError
 from prunekit.patterns import parse_pattern
 
 
-class MaskPruningConfig(TargetedConfig):
+class MaskPruningConfig(LayerSelection):
     """Sparsity, pattern, scope, targets and the guards every mask-pruning method shares."""
-
-    targets_default: ClassVar[str] = "every Linear / Conv layer"
 
     sparsity: float | None = Field(
         None, ge=0.0, lt=1.0, description="Fraction of weights to zero in [0, 1). Implied by an N:M pattern."
@@ -24,15 +22,6 @@ class MaskPruningConfig(TargetedConfig):
     )
     scope: Literal["layer", "global"] = Field(
         "layer", description="layer: each targeted layer to the sparsity; global: one threshold across all of them."
-    )
-    targets: tuple[str, ...] | None = Field(
-        None, description="Module names or 're:REGEX' to prune; default: every Linear / Conv layer."
-    )
-    ignore: tuple[str, ...] = Field((), description="Module names or 're:REGEX' to leave dense.")
-    protect_first: bool = Field(True, description="Leave the first layer (the one reading the input) dense.")
-    protect_last: bool = Field(True, description="Leave the last layer (classifier / LM head) dense.")
-    min_density: float = Field(
-        0.02, ge=0.0, lt=1.0, description="Per-layer density floor that global pruning never crosses."
     )
     strict: bool = Field(False, description="Turn every skipped layer that targets matched into an error.")
 

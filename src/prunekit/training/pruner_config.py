@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from prunekit.config import Config
+from prunekit.config.rules import LayerSelection
 from prunekit.methods.magnitude.config import MagnitudeConfig
 from prunekit.methods.mask_config import MaskPruningConfig
 from prunekit.methods.random.config import RandomConfig
@@ -19,7 +19,7 @@ from prunekit.patterns import parse_pattern
 from prunekit.schedules import ScheduleConfig
 
 
-class PrunerConfig(Config):
+class PrunerConfig(LayerSelection):
     """Gradual mask pruning: the final sparsity, pattern, scope, targets, importance and schedule."""
 
     sparsity: float | None = Field(
@@ -31,15 +31,6 @@ class PrunerConfig(Config):
     )
     scope: Literal["layer", "global"] = Field(
         "layer", description="layer: each targeted layer to the sparsity; global: one threshold across all of them."
-    )
-    targets: tuple[str, ...] | None = Field(
-        None, description="Module names or 're:REGEX' to prune; default: every Linear / Conv layer."
-    )
-    ignore: tuple[str, ...] = Field((), description="Module names or 're:REGEX' to leave dense.")
-    protect_first: bool = Field(True, description="Leave the first layer (the one reading the input) dense.")
-    protect_last: bool = Field(True, description="Leave the last layer (classifier / LM head) dense.")
-    min_density: float = Field(
-        0.02, ge=0.0, lt=1.0, description="Per-layer density floor that global pruning never crosses."
     )
     strict: bool = Field(False, description="Turn every skipped layer that targets matched into an error.")
     importance: Literal["l1", "l2", "random"] = Field(

@@ -6,13 +6,12 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from prunekit.config import Config
-from prunekit.config.rules import check_entries, check_targets_not_empty
+from prunekit.config.rules import LayerSelection
 from prunekit.errors import PrunekitError
 from prunekit.training.distill import DistillConfig
 
 
-class ImpConfig(Config):
+class ImpConfig(LayerSelection):
     """Lottery tickets: train, prune p of the remaining weights globally by magnitude, rewind, repeat."""
 
     rounds: int = Field(
@@ -36,15 +35,6 @@ class ImpConfig(Config):
         True, description="Also train the random re-initialization control each round (same mask, fresh weights, "
         "same steps) and report it beside the ticket."
     )
-    targets: tuple[str, ...] | None = Field(
-        None, description="Module names or 're:REGEX' to prune; default: every Linear / Conv layer."
-    )
-    ignore: tuple[str, ...] = Field((), description="Module names or 're:REGEX' to leave dense.")
-    protect_first: bool = Field(True, description="Leave the first layer (the one reading the input) dense.")
-    protect_last: bool = Field(True, description="Leave the last layer (classifier / LM head) dense.")
-    min_density: float = Field(
-        0.02, ge=0.0, lt=1.0, description="Per-layer density floor that the global threshold never crosses."
-    )
     distill: DistillConfig | None = Field(
         None, description="Distil every round's training from the trained dense model: {temperature, alpha, "
         "hidden_mse, hidden_layers}; null: plain cross-entropy."
@@ -65,12 +55,3 @@ class ImpConfig(Config):
         raise PrunekitError("use 'init' (the weights at the start) or an integer "
                             "k >= 0 (the weights after k training steps: late rewinding)")
 
-    @field_validator("targets", "ignore")
-    @classmethod
-    def _check_entries(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        return check_entries(value)
-
-    @field_validator("targets")
-    @classmethod
-    def _not_empty(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        return check_targets_not_empty(value, "every Linear / Conv layer")
