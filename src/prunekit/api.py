@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import copy
 import resource
 import sys
 import time
@@ -81,7 +82,8 @@ def prune(
     recipe = as_recipe(recipe)
     base = count_model(model, example_inputs)
     order = execution_order(model, example_inputs) if example_inputs is not None else None
-    ctx = PruneContext(example_inputs=example_inputs, execution_order=order, data=data, progress=progress)
+    ctx = PruneContext(example_inputs=example_inputs, execution_order=order, data=data, progress=progress,
+                       dense=_dense_copy(model, recipe))
     layer_info: dict[str, dict[str, Any]] = {}
     stages = []
     for st in recipe.stages:
@@ -105,7 +107,9 @@ def prune(
     nm_note = _nm_check(model, layer_info)
     if nm_note:
         stages[-1].setdefault("notes", []).append(nm_note)
-    target = _target_sparsity(recipe.stages[-1].config)
+    ctx.dense = None  # the copy is only for the stages' teachers
+    # The last stage with a target (a trailing `finetune` has none and keeps the sparsity of the one before).
+    target = next((t for st in reversed(recipe.stages) if (t := _target_sparsity(st.config)) is not None), None)
     return build_report(
         model,
         example_inputs,
@@ -115,6 +119,16 @@ def prune(
         model_spec=model_spec,
         target_sparsity=target,
     )
+
+
+def _dense_copy(model: nn.Module, recipe: Recipe) -> nn.Module | None:
+    """A frozen copy of the model before the first stage, when a later stage distils from the dense teacher."""
+    if not any(getattr(st.config, "distill", None) is not None for st in recipe.stages[1:]):
+        return None
+    dense = copy.deepcopy(model).eval()
+    for p in dense.parameters():
+        p.requires_grad_(False)
+    return dense
 
 
 def _peak_rss_mib() -> float:

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from prunekit.api import measure, prune
+from prunekit.cli.analyze import cmd_analyze  # noqa: F401  (`prunekit analyze`; main dispatches by name)
 from prunekit.errors import PrunekitError
 from prunekit.eval import PruneReport
 from prunekit.export import atomic_write_text, finalize, output_dir, save_weights

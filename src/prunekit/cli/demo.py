@@ -8,14 +8,17 @@ process (latency on the same thread count), written to `structured/` (loadable w
 bench (`prunekit.eval.bench`, variants interleaved) of dense, 80% unstructured (stored densely), 80% compressed
 (bitmask files with fp16 / INT8 values, loaded back from those files), structured 2x and structured 2x + dynamic
 INT8; the summary says what each really saved on this machine, including what it did not, and which variant it
-would deploy on this CPU and on an edge device, chosen from the measured numbers (`deploy_lines`).
+would deploy on this CPU and on an edge device, chosen from the measured numbers (`deploy_lines`). Between the two, a
+training-aware step (`demo_training`): gmp (cubic schedule) to 90% vs one-shot at 90%, with and without the same
+short fine-tuning, on the test split; the summary states its measured numbers.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from importlib import resources
 from pathlib import Path
 
@@ -24,6 +27,9 @@ from rich.console import Console
 from torch import nn
 
 from prunekit.api import measure, prune
+from prunekit.cli.demo_training import EPOCHS as TRAINING_EPOCHS
+from prunekit.cli.demo_training import SPARSITY as TRAINING_SPARSITY
+from prunekit.cli.demo_training import training_aware_line, training_aware_run
 from prunekit.errors import PrunekitError
 from prunekit.eval import PruneReport
 from prunekit.eval._advice import SIZE_REAL, SPEEDUP_REAL
@@ -104,17 +110,23 @@ def run_demo(out: str | None = None, quick: bool = False, overwrite: bool = Fals
     report.print(con)
 
     structured = _structured_run(con, dense, splits, x, acc, model_recipe, epochs, iters)
+    con.rule(f"[bold]6. training-aware[/bold]: gmp (cubic schedule) vs one-shot at {TRAINING_SPARSITY:.0%}, "
+             f"{TRAINING_EPOCHS} epochs")
+    trained, _ = training_aware_run(dense, splits, x, progress=True)
+    training_line = training_aware_line(trained)
+    con.print(training_line, markup=False)
     with output_dir(out_dir, overwrite) as tmp:
         save_weights(model, tmp)
         atomic_write_text(tmp / "recipe.yaml", recipe.to_yaml())
         report.save(tmp)
         _save_structured(tmp / "structured", *structured)
-        con.rule(f"[bold]6. bench[/bold]: {len(COMPRESSED_VALUES) + 4} variants, interleaved, {threads} thread(s), "
+        atomic_write_text(tmp / "training_aware.json", json.dumps(asdict(trained), indent=1))
+        con.rule(f"[bold]7. bench[/bold]: {len(COMPRESSED_VALUES) + 4} variants, interleaved, {threads} thread(s), "
                  f"batch {LATENCY_BATCH}")
         variants = _bench_variants(tmp, dense, model, structured[0], model_recipe)
         result = bench(variants, x, evaluate=acc, threads=threads, **BENCH_RUNS[quick])
         result.save(tmp)
-        lines = _summary_lines(report, structured[1], result, _linear_share(structured[0]))
+        lines = _summary_lines(report, structured[1], result, _linear_share(structured[0])) + [training_line]
         atomic_write_text(tmp / "summary.md", result.to_markdown() + "\n## Verdict\n\n" + "\n".join(lines) + "\n")
     _summary(con, result, lines, out_dir, time.perf_counter() - started)
     return 0
@@ -302,7 +314,7 @@ def _summary(con: Console, result: BenchResult, lines: list[str], out_dir: Path,
     for line in lines:
         con.print(line, markup=False)
     con.print(f"[bold]wrote[/bold] {out_dir} (model.safetensors, model.bitmask-*.safetensors, recipe.yaml, report.*, "
-              f"plots, bench.json/.md/.png, summary.md; structured/ with plan.json: "
+              f"plots, bench.json/.md/.png, summary.md, training_aware.json; structured/ with plan.json: "
               f"prunekit.load('{out_dir / 'structured'}')) in {seconds:.0f} s with {torch.get_num_threads()} thread(s) "
               f"(--threads); 'prunekit report {out_dir}' prints it again")
 

@@ -22,7 +22,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser (sub-commands: prune, report, validate, list, demo, bench, export)."""
+    """The full argument parser (sub-commands: prune, report, validate, list, demo, bench, export, analyze)."""
     parser = _Parser(prog="prunekit", description="Prune PyTorch models and measure what the pruning really saved.")
     parser.add_argument("--version", action="version", version=f"prunekit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="dataset whose test batch gives the example inputs (as for 'prune --data')")
     p.add_argument("--input-shape", help="random example input of this shape (when --data gives none)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+
+    from prunekit.cli.analyze import add_parser as add_analyze
+
+    add_analyze(sub)
     return parser
 
 

@@ -14,12 +14,18 @@ from prunekit.registry import METHODS
 
 @dataclass
 class PruneContext:
-    """What a stage may use besides its config: example inputs for tracing, data, and UI settings."""
+    """What a stage may use besides its config: example inputs for tracing, data, and UI settings.
+
+    `dense` is a frozen copy of the model as it was before the first stage of the run: `prunekit.prune` keeps one
+    only when a later stage distils (has a `distill` setting), so a `finetune` after a pruning stage can learn from
+    the dense teacher; otherwise None (a distilling stage then uses the model as it enters that stage).
+    """
 
     example_inputs: Any = None
     execution_order: list[str] | None = None
     data: Any = None
     progress: bool = False
+    dense: nn.Module | None = None
 
 
 @dataclass

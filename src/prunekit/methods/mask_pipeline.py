@@ -55,9 +55,18 @@ def _matrix_scores(module: nn.Module, name: str, score_fn: ScoreFn) -> Tensor:
 
 
 def run_mask_pruning(
-    model: nn.Module, cfg: MaskPruningConfig, ctx: PruneContext, method: str, score_fn: ScoreFn
+    model: nn.Module,
+    cfg: MaskPruningConfig,
+    ctx: PruneContext,
+    method: str,
+    score_fn: ScoreFn,
+    layer_sparsity: dict[str, float] | None = None,
 ) -> StageResult:
-    """Prune `model` in place with masks chosen from `score_fn` per `cfg`; return per-layer results."""
+    """Prune `model` in place with masks chosen from `score_fn` per `cfg`; return per-layer results.
+
+    `layer_sparsity` (optional, e.g. from `prunekit.training.allocation.layer_sparsities`) gives each targeted
+    layer its own sparsity instead of `cfg`'s; it needs scope "layer" and a pattern that takes a sparsity.
+    """
     pattern = parse_pattern(cfg.pattern)
     import_torch_prune(model)  # earlier torch.nn.utils.prune zeros must score -inf like our own masks
     sel = select_targets(
@@ -69,7 +78,10 @@ def run_mask_pruning(
     for name, reason in sel.skipped.items():
         result.layers[name] = {"status": "skipped", "reason": reason}
     sparsity = cfg.target_sparsity
-    if cfg.scope == "global":
+    if layer_sparsity is not None:
+        per_layer = _check_layer_sparsity(layer_sparsity, layers, cfg, pattern)
+        masks = {n: _layer_mask(modules[n], n, pattern, per_layer[n], score_fn) for n in layers}
+    elif cfg.scope == "global":
         masks = _global_masks(layers, modules, pattern, sparsity, cfg.min_density, score_fn)
     else:
         masks = {n: _layer_mask(modules[n], n, pattern, sparsity, score_fn) for n in layers}
@@ -81,6 +93,29 @@ def run_mask_pruning(
         achieved = 1.0 - live.float().mean().item() if live is not None else 0.0
         result.layers[name] = {"status": "pruned", "pattern": pattern.name, "sparsity": achieved}
     return result
+
+
+def _check_layer_sparsity(
+    layer_sparsity: dict[str, float], layers: list[str], cfg: MaskPruningConfig, pattern: Pattern
+) -> dict[str, float]:
+    if cfg.scope == "global":
+        raise PrunekitError(
+            "a per-layer sparsity allocation cannot be combined with scope 'global' (one threshold decides every "
+            "layer's sparsity); use scope: layer with an allocation, or drop the allocation"
+        )
+    if pattern.implied_sparsity() is not None:
+        raise PrunekitError(
+            f"pattern {pattern.name!r} fixes every layer's sparsity; a per-layer allocation needs 'unstructured' "
+            "or 'block:RxC'"
+        )
+    missing = [n for n in layers if n not in layer_sparsity]
+    if missing:
+        raise PrunekitError(f"per-layer sparsity missing for targeted layer {missing[0]!r}")
+    for name in layers:
+        value = layer_sparsity[name]
+        if not 0.0 <= value < 1.0:
+            raise PrunekitError(f"per-layer sparsity {value!r} of layer {name!r} must be in [0, 1)")
+    return {n: float(layer_sparsity[n]) for n in layers}
 
 
 def _drop_unsupported(

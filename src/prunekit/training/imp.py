@@ -31,7 +31,11 @@ from prunekit.errors import PrunekitError
 from prunekit.layers import execution_order as find_order
 from prunekit.layers import matrix_to_weight, output_layer_names, weight_as_matrix
 from prunekit.masks import attach_mask, current_mask, import_torch_prune, masked_modules
+from prunekit.methods.base import PruneContext
+from prunekit.methods.magnitude.config import MagnitudeConfig
+from prunekit.methods.mask_pipeline import run_mask_pruning
 from prunekit.patterns import n_to_prune, select_global
+from prunekit.training.allocation import AllocationConfig, layer_sparsities
 from prunekit.training.distill import DistillConfig, Distiller
 from prunekit.training.imp_loop import cross_entropy, reinitialized, restore, snapshot, step_plan, train_range
 
@@ -142,6 +146,22 @@ def prune_remaining(model: nn.Module, layers: Sequence[str], fraction: float, mi
     return sum(sizes) - n_prune
 
 
+def prune_allocated(model: nn.Module, layers: Sequence[str], level: float, alloc: AllocationConfig,
+                    min_density: float = 0.0) -> int:
+    """Prune `layers` by |w| to the per-layer sparsities `alloc` gives for the overall `level`; return weights left.
+
+    Each layer's sparsity is its total (earlier masks are kept: already-pruned weights score -inf).
+    """
+    per_layer = layer_sparsities(model, list(layers), level, alloc, max_sparsity=1.0 - min_density)
+    cfg = MagnitudeConfig(sparsity=level, targets=tuple(layers), ignore=(), protect_first=False,
+                          protect_last=False, min_density=0.0)
+    run_mask_pruning(model, cfg, PruneContext(), "imp",
+                     lambda _n, w: w.abs().float(), layer_sparsity=per_layer)
+    modules = dict(model.named_modules())
+    return sum(int(m.sum()) if (m := current_mask(modules[n])) is not None else modules[n].weight.numel()
+               for n in layers)
+
+
 def _fresh_control(template: nn.Module, ticket: nn.Module, seed: int,
                    model_fn: Callable[[], nn.Module] | None) -> nn.Module:
     if model_fn is None:
@@ -165,7 +185,8 @@ def run_imp(model: nn.Module, data: Any, *, rounds: int, prune_per_round: float,
             seed: int = 0, control: bool = True, targets: Sequence[str] | None = None, ignore: Sequence[str] = (),
             protect_first: bool = True, protect_last: bool = True, min_density: float = 0.02,
             distill: DistillConfig | None = None, model_fn: Callable[[], nn.Module] | None = None,
-            order: list[str] | None = None, progress: bool = False) -> ImpResult:
+            order: list[str] | None = None, progress: bool = False,
+            allocation: AllocationConfig | None = None) -> ImpResult:
     """Find a lottery ticket in `model` (in place: it ends as the last round's trained, masked ticket).
 
     Args:
@@ -182,6 +203,8 @@ def run_imp(model: nn.Module, data: Any, *, rounds: int, prune_per_round: float,
         model_fn: builds a fresh model for the control (default: `reset_parameters` of every module).
         order: prunable modules in execution order (default: traced on one training batch).
         progress: show a progress bar over the trainings.
+        allocation: split each round's overall level 1 - (1 - p)^r across layers (uniform / erk / lamp /
+            sensitivity) instead of one global magnitude threshold.
     """
     from tqdm.auto import tqdm
 
@@ -223,7 +246,11 @@ def run_imp(model: nn.Module, data: Any, *, rounds: int, prune_per_round: float,
         bar.update(1)
         loss_fn = cross_entropy if distill is None else Distiller(model, distill).loss
         for r in range(1, rounds + 1):
-            remaining = prune_remaining(model, sel.targeted, prune_per_round, min_density)
+            if allocation is None:
+                remaining = prune_remaining(model, sel.targeted, prune_per_round, min_density)
+            else:
+                level = 1.0 - (1.0 - prune_per_round) ** r
+                remaining = prune_allocated(model, sel.targeted, level, allocation, min_density)
             restore(model, saved["state"])
             loss = train_range(model, data.train, plan, start=k, loss_fn=loss_fn, **train)
             ticket = evaluate(model)

@@ -13,6 +13,10 @@ state (Adam's exp_avg / exp_avg_sq, SGD's momentum_buffer) on pruned entries aft
 gets no gradient, no momentum and (decoupled) weight decay of zero, so `original` stays exactly zero too and a
 checkpoint or an accidental mask removal cannot bring back stale values.
 
+Per-layer allocation: with `allocation` set (uniform / erk / lamp / sensitivity, `prunekit.training.allocation`),
+each update's overall sparsity s is split as `layer_sparsities(model, layers, s, allocation)` (exact weighted mean
+s, each layer capped at 1 - min_density) and every layer is pruned to its own share (scope layer only).
+
 Plain-loop example::
 
     from prunekit.training.pruner import Pruner, PrunerConfig
@@ -51,6 +55,7 @@ from prunekit.masks import finalize as bake_masks
 from prunekit.methods.base import PruneContext, StageResult
 from prunekit.methods.mask_pipeline import _drop_unsupported, protected_layers, run_mask_pruning
 from prunekit.patterns import parse_pattern
+from prunekit.training.allocation import layer_sparsities
 from prunekit.training.pruner_config import PrunerConfig
 
 __all__ = ["Pruner", "PrunerConfig"]
@@ -211,7 +216,11 @@ class Pruner:
                 return random_scores(w, _layer_generator(cfg.seed, name))
             return magnitude(w, norm=cfg.importance)
 
-        res = run_mask_pruning(self.model, mcfg, self._ctx, "pruner", score)
+        per_layer = None
+        if cfg.allocation is not None and not cfg.is_nm:
+            per_layer = layer_sparsities(self.model, self.layers, sparsity, cfg.allocation,
+                                         max_sparsity=1.0 - cfg.min_density)
+        res = run_mask_pruning(self.model, mcfg, self._ctx, "pruner", score, layer_sparsity=per_layer)
         for name, reason in self.skipped.items():
             res.layers.setdefault(name, {"status": "skipped", "reason": reason})
         res.notes = self.result.notes

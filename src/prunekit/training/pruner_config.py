@@ -12,11 +12,13 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from prunekit.config.rules import LayerSelection
+from prunekit.errors import PrunekitError
 from prunekit.methods.magnitude.config import MagnitudeConfig
 from prunekit.methods.mask_config import MaskPruningConfig
 from prunekit.methods.random.config import RandomConfig
 from prunekit.patterns import parse_pattern
 from prunekit.schedules import ScheduleConfig
+from prunekit.training.allocation import AllocationConfig, check_reachable
 
 
 class PrunerConfig(LayerSelection):
@@ -43,9 +45,21 @@ class PrunerConfig(LayerSelection):
         description="{kind, initial, begin, end, frequency, power}: how sparsity rises with the optimizer step.",
     )
 
+    allocation: AllocationConfig | None = Field(
+        None, description="{kind: uniform | erk | lamp | sensitivity, file, erk_power}: how each update's overall "
+        "sparsity is split across the targeted layers (needs scope: layer); null: every layer at the same sparsity."
+    )
+
     @model_validator(mode="after")
     def _valid_as_mask_config(self) -> PrunerConfig:
         self.mask_config(self.sparsity)  # the one-shot rules (sparsity vs pattern, scope, min_density) apply too
+        if self.allocation is not None and self.scope == "global":
+            raise PrunekitError("allocation cannot be combined with scope 'global' (one threshold decides every "
+                                "layer's sparsity); use scope: layer with an allocation, or drop the allocation")
+        if self.allocation is not None and self.is_nm:
+            raise PrunekitError(f"pattern {self.pattern!r} fixes every layer's sparsity; an allocation needs "
+                                "'unstructured' or 'block:RxC'")
+        check_reachable(self.allocation, self.target_sparsity)
         return self
 
     @property

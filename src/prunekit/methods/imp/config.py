@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from prunekit.config.rules import LayerSelection
 from prunekit.errors import PrunekitError
+from prunekit.training.allocation import AllocationConfig, check_reachable
 from prunekit.training.distill import DistillConfig
 
 
@@ -40,10 +41,20 @@ class ImpConfig(LayerSelection):
         "hidden_mse, hidden_layers}; null: plain cross-entropy."
     )
 
+    allocation: AllocationConfig | None = Field(
+        None, description="{kind: uniform | erk | lamp | sensitivity, file, erk_power}: split each round's overall "
+        "level 1 - (1 - p)^r across the targeted layers; null: one global magnitude threshold (the classic IMP)."
+    )
+
     @property
     def target_sparsity(self) -> float:
         """The sparsity of the targeted layers after the last round, up to rounding: 1 - (1 - p)^rounds."""
         return 1.0 - (1.0 - self.prune_per_round) ** self.rounds
+
+    @model_validator(mode="after")
+    def _allocation_reachable(self) -> ImpConfig:
+        check_reachable(self.allocation, self.target_sparsity)
+        return self
 
     @field_validator("rewind", mode="before")
     @classmethod

@@ -27,6 +27,7 @@ class ImpMethod(Method):
             seed=config.seed, control=config.control, targets=config.targets, ignore=config.ignore,
             protect_first=config.protect_first, protect_last=config.protect_last, min_density=config.min_density,
             distill=config.distill, order=ctx.execution_order, progress=ctx.progress,
+            allocation=config.allocation,
         )
         result = StageResult(method=self.name)
         for name, reason in res.skipped.items():
