@@ -55,8 +55,10 @@ DENSE = {"digits": digits_cnn, "mnist1d": mnist1d_cnn}
 SETTINGS = {"digits": {"ft_epochs": 10, "ft_lr": 1e-3, "imp_epochs": 15, "imp_lr": 4e-3, "rewind": 20},
             "mnist1d": {"ft_epochs": 5, "ft_lr": 1e-3, "imp_epochs": 6, "imp_lr": 4e-3, "rewind": 54}}
 QUICK = {"ft_epochs": 1, "imp_epochs": 1, "rewind": 2}
-MASK_VARIANTS = ("one-shot + FT", "GMP cubic", "GMP cubic, global", "one-shot + FT + distill", "GMP cubic + distill")
-ROWS = ("one-shot, no FT", "one-shot + FT", "GMP cubic", "GMP cubic, global", "IMP ticket", "IMP control",
+MASK_VARIANTS = ("one-shot + FT", "GMP cubic", "GMP cubic, global", "movement (hard)", "one-shot + FT + distill",
+                 "GMP cubic + distill")
+ROWS = ("one-shot, no FT", "one-shot + FT", "GMP cubic", "GMP cubic, global", "movement (hard)", "IMP ticket",
+        "IMP control",
         "one-shot + FT + distill", "GMP cubic + distill", "IMP ticket + distill")
 CACHE = Path.home() / ".cache" / "prunekit" / "bench" / "accuracy_vs_sparsity"
 
@@ -80,6 +82,10 @@ def run_mask_variant(dataset: str, variant: str, sparsity: float, seed: int, st:
     if variant == "one-shot, no FT":
         prunekit.prune(model, stage("magnitude", sparsity=sparsity), x)
         impl = "prunekit.prune(magnitude)"
+    elif variant.startswith("movement"):  # hard top-k, scores from |W| (the default), cubic schedule like GMP
+        prunekit.prune(model, stage("movement", sparsity=sparsity, epochs=st["ft_epochs"], lr=st["ft_lr"], seed=seed),
+                       x, data=data)
+        impl = "prunekit.prune(movement)"
     elif not variant.endswith("distill"):
         scope = {"scope": "global", "min_density": 0.0} if variant.endswith("global") else {}  # IMP's threshold
         prunekit.prune(model, stage("gmp", sparsity=sparsity, epochs=st["ft_epochs"], lr=st["ft_lr"], seed=seed,

@@ -91,6 +91,7 @@ def prune(
         result = METHODS.get(st.method)().apply(model, st.config, ctx)
         seconds = time.perf_counter() - start
         stages.append({**st.to_dict(), **({"notes": list(result.notes)} if result.notes else {}),
+                       **({"sparsity_history": _thin(result.sparsity_history)} if result.sparsity_history else {}),
                        "seconds": round(seconds, 3), "peak_rss_mib": round(_peak_rss_mib(), 1)})
         for name, info in result.layers.items():
             if layer_info.get(name, {}).get("status") == "pruned" and info["status"] != "pruned":
@@ -119,6 +120,15 @@ def prune(
         model_spec=model_spec,
         target_sparsity=target,
     )
+
+
+def _thin(history: list[tuple[int, float]], most: int = 200) -> list[list[float]]:
+    """At most `most` (step, sparsity) points of a stage's history, evenly spaced, first and last kept."""
+    points = [[int(s), float(v)] for s, v in history]
+    if len(points) <= most:
+        return points
+    stride = (len(points) - 1) / (most - 1)
+    return [points[round(i * stride)] for i in range(most)]
 
 
 def _dense_copy(model: nn.Module, recipe: Recipe) -> nn.Module | None:

@@ -62,8 +62,8 @@ def test_table_plot_and_resume_with_stand_in_runs(tmp_path, capsys, monkeypatch)
             "--plot", str(png)]
     assert bench.main(args) == 0
     first = capsys.readouterr().out
-    # one-shot without training runs once; five fine-tuned mask variants per sparsity and seed; two IMP runs per seed
-    assert len(calls) == 2 + 5 * 2 * 2 + 2 * 2
+    # one-shot without training runs once; six fine-tuned mask variants per sparsity and seed; two IMP runs per seed
+    assert len(calls) == 2 + len(bench.MASK_VARIANTS) * 2 * 2 + 2 * 2 and len(bench.MASK_VARIANTS) == 6
     assert {c[2] for c in calls if c[0] == "imp"} == {bench.imp_rounds(0.9)}
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:4]] for line in first.splitlines()
             if line.startswith("| ") and not line.startswith("| variant")}

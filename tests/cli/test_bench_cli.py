@@ -96,3 +96,33 @@ def test_export_onnx_and_torch_export(pruned_dir, tmp_path, capsys):
     _one_line_error(capsys, ["export", str(pruned_dir), "--format", "onnx", "--out", str(pt2)], "must end in .onnx")
     _one_line_error(capsys, ["export", str(pruned_dir), "--format", "tflite", "--out", "x"], "invalid choice: 'tflite'")
     _one_line_error(capsys, ["export", str(pruned_dir), "--out", "x.onnx"], "--format")
+
+
+def test_export_compressed_is_smaller_and_loads_back_exactly(tmp_path, capsys):
+    import prunekit
+    from prunekit.export.storage import describe, load_compressed
+
+    recipe = tmp_path / "m.yaml"
+    recipe.write_text("stages:\n  - method: magnitude\n    sparsity: 0.8\n")
+    pruned_dir = tmp_path / "masked"
+    assert main(["prune", str(recipe), "--model", "toy_models:wide_mlp", "--out", str(pruned_dir), "--no-measure",
+                 "--input-shape", "2,16"]) == 0
+    target = tmp_path / "m.safetensors"
+    assert main(["export", str(pruned_dir), "--format", "compressed", "--out", str(target), "--input-shape",
+                 "1,16"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "values fp32" in out and "max |output diff| 0 " in out
+    model = prunekit.load(pruned_dir)
+    dense_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    assert describe(target).file_bytes < dense_bytes  # the zeros are not stored
+    again = load_compressed(target, prunekit.load(pruned_dir))
+    x = torch.randn(3, 16, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(again(x), model(x))
+    int8 = tmp_path / "q.safetensors"
+    assert main(["export", str(pruned_dir), "--format", "compressed", "--values", "int8", "--out", str(int8),
+                 "--input-shape", "1,16"]) == 0
+    assert describe(int8).file_bytes < describe(target).file_bytes
+    _one_line_error(capsys, ["export", str(pruned_dir), "--format", "compressed", "--out", str(tmp_path / "m.onnx"),
+                             "--input-shape", "1,16"], "must end in .safetensors for --format compressed")
+    _one_line_error(capsys, ["export", str(pruned_dir), "--format", "compressed", "--out", str(target),
+                             "--input-shape", "1,16"], "exists (pass --overwrite")

@@ -13,3 +13,9 @@ def mlp() -> nn.Module:
 
 def not_a_model() -> str:
     return "hello"
+
+
+def wide_mlp() -> nn.Module:
+    """Big enough that an 80%-sparse hidden layer dominates the file (the compressed export test)."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(16, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 4))

@@ -93,6 +93,27 @@ def test_save_writes_the_four_files_and_loads_back(tmp_path):
         assert (tmp_path / "out" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_gradual_stage_adds_its_schedule_plot(tmp_path, monkeypatch):
+    from prunekit.eval import plots
+
+    model, x, base, info = _pruned_mlp()
+    history = [[0, 0.0], [10, 0.4], [20, 0.7], [30, 0.75]]
+    report = build_report(model, x, layer_info=info, base_count=base, target_sparsity=0.75,
+                          stages=[{"method": "gmp", "sparsity": 0.75, "sparsity_history": history}])
+    drawn = []
+    real = plots.plot_schedule
+    monkeypatch.setattr(plots, "plot_schedule", lambda r, p: (drawn.append(r.stages[0]["sparsity_history"]),
+                                                               real(r, p)))
+    written = report.save(tmp_path / "out")
+    assert [p.name for p in written] == [*REPORT_FILES, "schedule.png"]
+    assert (tmp_path / "out" / "schedule.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert drawn == [history]
+    assert PruneReport.load(tmp_path / "out").stages[0]["sparsity_history"] == history
+    assert not (tmp_path / "plain" / "schedule.png").exists()
+    _report().save(tmp_path / "plain")
+    assert not (tmp_path / "plain" / "schedule.png").exists()  # no gradual stage, no schedule plot
+
+
 def test_a_failing_save_leaves_previous_files_whole_and_no_temp_files(tmp_path, monkeypatch):
     report = _report()
     report.save(tmp_path)
@@ -137,7 +158,7 @@ def test_savings_wording_follows_latency_numbers():
 
 def test_savings_wording_follows_size_and_count_numbers():
     lines = _summary(MetricPair("file_bytes", 4000, 4000, "bytes"), MetricPair("nonzeros", 100, 20, "count"))
-    assert "no saving: zeros are stored densely; only compressed sparse storage turns sparsity into bytes" in _line(lines, "file size")
+    assert "no saving: zeros are stored densely; compressed storage turns sparsity into bytes (prunekit export --format compressed" in _line(lines, "file size")
     assert "5.00x fewer" in _line(lines, "non-zero weights")
     assert "2.00x smaller" in _line(_summary(MetricPair("file_bytes", 4000, 2000, "bytes")), "file size")
     structured = _summary(MetricPair("params", 100, 50, "count"), MetricPair("macs", 1000, 500, "MACs"))

@@ -1,6 +1,7 @@
-"""One rank of the DDP test (started by `torchrun --nproc_per_node 2 --standalone`): gmp to 80% then a distilled
-finetune on the toy task, then a forced mask drift on rank 1 that `resync_masks` must repair. Each rank writes its
-masks and weights (safetensors) and a small JSON to the folder given as argv[1]."""
+"""One rank of the DDP test (started by `torchrun --nproc_per_node 2 --standalone`): gmp (or the training stage
+named in argv[2], e.g. movement) to 80% then a distilled finetune on the toy task, then a forced mask drift on
+rank 1 that `resync_masks` must repair. Each rank writes its masks and weights (safetensors) and a small JSON to
+the folder given as argv[1]."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from _gmp_toy import toy_data, toy_model  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 out = Path(sys.argv[1])
+METHOD = sys.argv[2] if len(sys.argv) > 2 else "gmp"
 torch.manual_seed(1000 + int(__import__("os").environ["RANK"]))  # ranks start from different weights on purpose
 model = toy_model()
 if int(__import__("os").environ["RANK"]) == 1:
@@ -27,7 +29,7 @@ if int(__import__("os").environ["RANK"]) == 1:
         for p in model.parameters():
             p.add_(torch.randn_like(p))
 recipe = {"stages": [
-    {"method": "gmp", "sparsity": 0.8, "epochs": 2, "batch_size": 16, "lr": 3e-3, "checkpoint_every": 5,
+    {"method": METHOD, "sparsity": 0.8, "epochs": 2, "batch_size": 16, "lr": 3e-3, "checkpoint_every": 5,
      "checkpoint_dir": str(out / "ckpt")},
     {"method": "finetune", "epochs": 1, "batch_size": 16, "distill": {"temperature": 2}},
 ]}

@@ -39,3 +39,48 @@ def gmp_stage(**kw):
     from prunekit.api import stage
 
     return stage("gmp", **{"sparsity": 0.8, "epochs": 3, "batch_size": 16, "lr": 3e-3, **kw})
+
+
+def movement_stage(**kw):
+    from prunekit.api import stage
+
+    return stage("movement", **{"sparsity": 0.8, "epochs": 3, "batch_size": 16, "lr": 3e-3, "score_lr": 5e-2,
+                                "schedule": {"begin": 2}, **kw})
+
+
+class Stop(Exception):
+    """Raised inside a pruner's step to stop a run as a kill would."""
+
+
+def interrupted_run(monkeypatch, pruner_cls, at: int, stage) -> None:
+    """Run `stage` on the toy task and crash it inside `pruner_cls.step(at)`, as a killed run would stop."""
+    import pytest
+
+    import prunekit
+
+    real_step = pruner_cls.step
+
+    def crash(self, step):
+        if step == at:
+            raise Stop
+        return real_step(self, step)
+
+    monkeypatch.setattr(pruner_cls, "step", crash)
+    with pytest.raises(Stop):
+        prunekit.prune(toy_model(), stage, torch.zeros(2, 1, 8, 8), data=toy_data())
+    monkeypatch.setattr(pruner_cls, "step", real_step)
+
+
+def spy_distill_loss(monkeypatch) -> list:
+    """Record (teacher logits, targets, temperature, alpha) of every distillation loss computed from now on."""
+    import prunekit.training.distill as distill_mod
+
+    calls = []
+    real = distill_mod.distill_loss
+
+    def spy(s, t, y, *, temperature, alpha):
+        calls.append((t.detach().clone(), y.clone(), temperature, alpha))
+        return real(s, t, y, temperature=temperature, alpha=alpha)
+
+    monkeypatch.setattr(distill_mod, "distill_loss", spy)
+    return calls

@@ -27,13 +27,14 @@ def test_single_process_helpers_are_no_ops():
 
 
 @pytest.mark.slow  # two torch processes and the launcher: ~15 s on a shared 2-core machine
-def test_two_gloo_ranks_end_with_identical_masks_and_weights(tmp_path):
+@pytest.mark.parametrize("method", ["gmp", "movement"])  # movement: the scores are parameters, DDP averages them
+def test_two_gloo_ranks_end_with_identical_masks_and_weights(tmp_path, method):
     from safetensors.torch import load_file
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("WORLD_SIZE", None)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
-           str(HERE / "_ddp_child.py"), str(tmp_path)]
+           str(HERE / "_ddp_child.py"), str(tmp_path), method]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     r0, r1 = (load_file(str(tmp_path / f"rank{r}.safetensors")) for r in (0, 1))
@@ -48,6 +49,8 @@ def test_two_gloo_ranks_end_with_identical_masks_and_weights(tmp_path):
     assert [i["world"] for i in infos] == [2, 2]
     assert infos[0]["notes"] == infos[1]["notes"]  # same val accuracies reported on both ranks
     assert any("data-parallel on 2 ranks; masks broadcast from rank 0" in n for n in infos[0]["notes"])
+    # the ranks' masks never drifted in training (the end state is not just rank 0's, broadcast at the end)
+    assert sum("(0 mask(s) had drifted on some rank)" in n for n in infos[0]["notes"]) == 2
     assert [i["drifted"] for i in infos] == [1, 1]  # rank 1's flipped bit was seen by both ranks ...
     s0, s1 = (load_file(str(tmp_path / f"resynced{r}.safetensors")) for r in (0, 1))
     assert all(torch.equal(s0[k], s1[k]) for k in s0)  # ... and repaired from rank 0

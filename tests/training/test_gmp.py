@@ -35,6 +35,24 @@ def test_gmp_prunes_to_the_target_and_reports_val_accuracy_per_epoch():
     accs = summary.split("val accuracy per epoch: ")[1].split(";")[0].split(", ")
     assert len(accs) == 3 and all(0.0 <= float(a) <= 1.0 for a in accs)
     assert "after BN recalibration" in summary
+    # The schedule as applied (what schedule.png draws): the cubic formula at each update, ending at the target.
+    from prunekit.schedules import cubic
+
+    history = report.stages[0]["sparsity_history"]
+    end = 27  # 3/4 of the 36 steps
+    assert history[-1] == [end, pytest.approx(0.8)]
+    for step, value in history:
+        assert value == pytest.approx(cubic(step, initial=0.0, final=0.8, begin=0, end=end, frequency=1))
+    assert [s for s, _ in history] == sorted(s for s, _ in history)
+
+
+def test_long_histories_are_thinned_evenly_keeping_the_ends():
+    from prunekit.api import _thin
+
+    points = [(i, i / 1000) for i in range(1000)]
+    thin = _thin(points, most=50)
+    assert len(thin) == 50 and thin[0] == [0, 0.0] and thin[-1] == [999, 0.999]
+    assert _thin(points[:10], most=50) == [[i, i / 1000] for i in range(10)]
 
 
 def test_gmp_is_deterministic_for_a_seed_and_changes_with_it():

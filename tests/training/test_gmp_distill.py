@@ -1,5 +1,6 @@
-"""`gmp` with `distill:`: the loss is the distillation loss against the dense model, and a resumed run (handed a
-differently initialised model) ends with the same masks and weights as an uninterrupted one."""
+"""`gmp` (and `movement`, on the same loop) with `distill:`: the loss is the distillation loss against the dense
+model, and a resumed run (handed a differently initialised model) ends with the same masks and weights as an
+uninterrupted one."""
 
 from __future__ import annotations
 
@@ -11,13 +12,19 @@ import pytest
 import torch
 
 import prunekit
-import prunekit.training.distill as distill_mod
 from prunekit.errors import PrunekitError
 from prunekit.training.finetune_loop import TEACHER_FILE, Batches
 from prunekit.training.pruner import Pruner
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _gmp_toy import gmp_stage, toy_data, toy_model  # noqa: E402
+from _gmp_toy import (  # noqa: E402
+    gmp_stage,
+    interrupted_run,
+    movement_stage,
+    spy_distill_loss,
+    toy_data,
+    toy_model,
+)
 
 X = torch.zeros(2, 1, 8, 8)
 DISTILL = {"temperature": 3.0, "alpha": 0.7}
@@ -27,18 +34,12 @@ def _state(model):
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
-def test_the_loss_is_the_distillation_loss_from_the_dense_model(monkeypatch):
-    calls = []
-    real = distill_mod.distill_loss
-
-    def spy(s, t, y, *, temperature, alpha):
-        calls.append((t.detach().clone(), y.clone(), temperature, alpha))
-        return real(s, t, y, temperature=temperature, alpha=alpha)
-
-    monkeypatch.setattr(distill_mod, "distill_loss", spy)
+@pytest.mark.parametrize("make_stage", [gmp_stage, movement_stage], ids=["gmp", "movement"])
+def test_the_loss_is_the_distillation_loss_from_the_dense_model(monkeypatch, make_stage):
+    calls = spy_distill_loss(monkeypatch)
     model, data = toy_model(), toy_data()
     dense = copy.deepcopy(model).eval()
-    report = prunekit.prune(model, gmp_stage(epochs=1, distill=DISTILL), X, data=data)
+    report = prunekit.prune(model, make_stage(epochs=1, distill=DISTILL), X, data=data)
     assert len(calls) == 12  # one per optimizer step: 192 samples // 16
     assert all(c[2] == 3.0 and c[3] == 0.7 for c in calls)
     x, y = Batches(data.train, 16, 0, torch.device("cpu")).get(0, 0)  # the run's first batch
@@ -57,28 +58,10 @@ def test_distill_changes_the_training():
     assert not torch.equal(plain[8].weight, distilled[8].weight)
 
 
-class _Stop(Exception):
-    pass
-
-
-def _interrupted_run(monkeypatch, at: int, stage) -> None:
-    """Run `stage` on the toy task and crash it inside Pruner.step(at), as a killed run would stop."""
-    real_step = Pruner.step
-
-    def crash(self, step):
-        if step == at:
-            raise _Stop
-        return real_step(self, step)
-
-    monkeypatch.setattr(Pruner, "step", crash)
-    with pytest.raises(_Stop):
-        prunekit.prune(toy_model(), stage, X, data=toy_data())
-    monkeypatch.setattr(Pruner, "step", real_step)
-
-
 def test_resume_with_distill_matches_an_uninterrupted_run(tmp_path, monkeypatch):
     ckpt = tmp_path / "run"
-    _interrupted_run(monkeypatch, 14, gmp_stage(distill=DISTILL, checkpoint_every=4, checkpoint_dir=str(ckpt)))
+    stage = gmp_stage(distill=DISTILL, checkpoint_every=4, checkpoint_dir=str(ckpt))
+    interrupted_run(monkeypatch, Pruner, 14, stage)
     assert (ckpt / TEACHER_FILE).is_file() and (ckpt / "step-00000012").is_dir()
 
     # The resumed run is handed a differently initialised model: the student comes from the checkpoint and the
@@ -104,7 +87,7 @@ def test_resume_with_distill_matches_an_uninterrupted_run(tmp_path, monkeypatch)
 
 def test_resuming_with_distill_needs_the_saved_teacher(tmp_path, monkeypatch):
     ckpt = tmp_path / "run"
-    _interrupted_run(monkeypatch, 6, gmp_stage(checkpoint_every=4, checkpoint_dir=str(ckpt)))
+    interrupted_run(monkeypatch, Pruner, 6, gmp_stage(checkpoint_every=4, checkpoint_dir=str(ckpt)))
     with pytest.raises(PrunekitError, match=r"resuming with distill, but .*teacher.safetensors is missing"):
         prunekit.prune(toy_model(), gmp_stage(distill=DISTILL, resume_dir=str(ckpt)), X, data=toy_data())
 

@@ -231,3 +231,46 @@ def test_benchmark_script_prints_one_row_per_round(capsys):
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "%" in line]
     assert [r.split("|")[2].strip() for r in rows] == ["0.0%", "50.0%", "75.0%"]
     assert all(len(r.strip("|").split("|")) == 6 for r in rows)
+
+
+def _state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("distill", [False, True])
+def test_imp_resumed_from_a_round_checkpoint_equals_an_uninterrupted_run(tmp_path, distill):
+    from prunekit.training.distill import DistillConfig
+
+    data = _data()
+    kw = dict(KW, prune_per_round=0.4, rewind=2, distill=DistillConfig() if distill else None)
+    whole_model = _mlp()
+    whole = run_imp(whole_model, data, rounds=3, **kw)
+    # An interrupted run: it stopped after round 2 (its last checkpoint); the rerun continues with round 3.
+    first = run_imp(_mlp(), data, rounds=2, checkpoint_dir=str(tmp_path), **kw)
+    assert (tmp_path / "latest.json").is_file()
+    resumed_model = _mlp(seed=5)  # whatever weights it is handed: the checkpoint wins
+    resumed = run_imp(resumed_model, data, rounds=3, resume_dir=str(tmp_path), **kw)
+    assert [r.round for r in resumed.rounds] == [0, 1, 2, 3]
+    assert resumed.rounds[:3] == first.rounds
+    assert resumed.rounds == whole.rounds
+    assert _masked(resumed_model).keys() == _masked(whole_model).keys()
+    for name, keep in _masked(whole_model).items():
+        assert torch.equal(_masked(resumed_model)[name], keep)
+    a, b = _state(whole_model), _state(resumed_model)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_imp_resume_refuses_other_settings_and_a_checkpoint_past_rounds(tmp_path):
+    data = _data()
+    run_imp(_mlp(), data, rounds=2, prune_per_round=0.4, control=False, checkpoint_dir=str(tmp_path), **KW)
+    with pytest.raises(prunekit.PrunekitError, match=r"other imp settings \(prune_per_round differ"):
+        run_imp(_mlp(), data, rounds=3, prune_per_round=0.5, control=False, resume_dir=str(tmp_path), **KW)
+    with pytest.raises(prunekit.PrunekitError, match="holds round 2, past rounds=1"):
+        run_imp(_mlp(), data, rounds=1, prune_per_round=0.4, control=False, resume_dir=str(tmp_path), **KW)
+
+
+def test_imp_resume_dir_without_checkpoint_starts_afresh_and_checkpoints_there(tmp_path):
+    data = _data()
+    res = run_imp(_mlp(), data, rounds=1, prune_per_round=0.4, control=False, resume_dir=str(tmp_path / "ck"), **KW)
+    assert [r.round for r in res.rounds] == [0, 1]
+    assert (tmp_path / "ck" / "latest.json").is_file()

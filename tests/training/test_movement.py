@@ -123,7 +123,7 @@ def test_weights_moving_away_from_zero_gain_score_and_toward_zero_lose_it():
     model = nn.Sequential(nn.Linear(2, 1, bias=False))
     with torch.no_grad():
         model[0].weight.copy_(torch.tensor([[0.5, 0.5]]))
-    pruner = MovementPruner(model, {"sparsity": 0.5, "schedule": {"begin": 100, "end": 100},
+    pruner = MovementPruner(model, {"sparsity": 0.5, "schedule": {"begin": 100, "end": 100}, "score_init": "constant",
                                     "protect_first": False, "protect_last": False}).prepare()
     opt = torch.optim.SGD(pruner.param_groups(lr=0.05, score_lr=0.1), lr=0.05)
     x = torch.tensor([[1.0, -1.0]])
@@ -172,7 +172,7 @@ def test_soft_regularisation_drives_sparsity_up_with_lambda():
 def test_soft_lambda_ramps_on_the_schedule_shape_and_keeps_min_density():
     model = mlp()
     pruner = MovementPruner(model, {"mode": "soft", "regularization": 2.0, "threshold": 5.0, "min_density": 0.1,
-                                    "schedule": {"end": 10}}).prepare()
+                                    "schedule": {"end": 10}, "score_init": "constant"}).prepare()
     for t, frac in ((0, 0.0), (5, 1 - 0.5 ** 3), (10, 1.0)):
         pruner.step(t)
         assert pruner.lam == pytest.approx(2.0 * frac)
@@ -205,26 +205,12 @@ def test_finalize_gives_keepmasks_no_scores_and_the_same_outputs(mode):
     assert [n for n, _ in model.named_parameters()] == [n for n, _ in mlp().named_parameters()]
 
 
-def test_lifecycle_misuse_raises():
+def test_score_access_needs_a_prepared_pruner():  # the shared lifecycle checks: tests/training/test_lifecycle.py
     pruner = MovementPruner(mlp(), {"sparsity": 0.5}, total_steps=10)
-    with pytest.raises(PrunekitError, match=r"step\(\) called before prepare\(\); call pruner.prepare\(\)"):
-        pruner.step(1)
-    with pytest.raises(PrunekitError, match=r"finalize\(\) called before prepare\(\)"):
-        pruner.finalize()
-    with pytest.raises(PrunekitError, match=r"score_parameters\(\) needs a prepared pruner"):
+    with pytest.raises(PrunekitError, match=r"score_parameters\(\) needs a prepared pruner \(phase new\)"):
         pruner.score_parameters()
-    pruner.prepare()
-    with pytest.raises(PrunekitError, match=r"prepare\(\) was already called; call it once"):
-        pruner.prepare()
-    pruner.step(3)
-    with pytest.raises(PrunekitError, match=r"global_step must be an integer >= the last one \(3\)"):
-        pruner.step(2)
-    pruner.finalize()
-    with pytest.raises(PrunekitError, match=r"step\(\) called after finalize\(\)"):
-        pruner.step(4)
-    with pytest.raises(PrunekitError, match=r"finalize\(\) was already called"):
-        pruner.finalize()
-    with pytest.raises(PrunekitError, match=r"regularisation_loss\(\) needs a prepared pruner"):
+    pruner.prepare().finalize()
+    with pytest.raises(PrunekitError, match=r"regularisation_loss\(\) needs a prepared pruner \(phase finalized\)"):
         pruner.regularisation_loss()
     with pytest.raises(PrunekitError, match="schedule end is not set and total_steps is unknown"):
         MovementPruner(mlp(), {"sparsity": 0.5}).prepare()

@@ -166,23 +166,7 @@ def test_batchnorm_is_recalibrated_after_each_removal_when_data_is_given():
     assert any("no data given: BatchNorm statistics were not re-estimated" in n for n in notes)
 
 
-def test_lifecycle_misuse_says_what_to_call():
-    make = lambda: StructuredPruner(toy_model(), {"target": {"width_ratio": 0.5}, "at_steps": [1]}, X)  # noqa: E731
-    with pytest.raises(PrunekitError, match=r"step\(\) called before prepare\(\); call pruner.prepare\(\) first"):
-        make().step(1)
-    with pytest.raises(PrunekitError, match=r"finalize\(\) called before prepare\(\); call prepare\(\)"):
-        make().finalize()
-    pruner = make().prepare()
-    with pytest.raises(PrunekitError, match=r"prepare\(\) was already called; call it once"):
-        pruner.prepare()
-    pruner.step(2)
-    with pytest.raises(PrunekitError, match=r"global_step must be an integer >= the last one \(2\)"):
-        pruner.step(1)
-    pruner.finalize()
-    with pytest.raises(PrunekitError, match=r"step\(\) called after finalize\(\); the run is over"):
-        pruner.step(3)
-    with pytest.raises(PrunekitError, match=r"finalize\(\) was already called"):
-        pruner.finalize()
+def test_a_model_with_masks_is_refused():
     masked = toy_model()
     attach_mask(masked[3], torch.ones_like(masked[3].weight, dtype=torch.bool))
     with pytest.raises(PrunekitError, match=r"'3' has a mask attached; call prunekit.finalize\(model\) first"):

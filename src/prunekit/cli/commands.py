@@ -115,7 +115,8 @@ RESUME_EVERY = 50  # optimizer steps between checkpoints when --resume is given 
 
 
 def _with_resume(recipe: Any, folder: str) -> Any:
-    """The recipe with every training stage checkpointing into (and resuming from) FOLDER/stage-<i>.
+    """The recipe with every training stage (one with a `resume_dir` field) checkpointing into (and resuming from)
+    FOLDER/stage-<i>.
 
     Raises:
         PrunekitError: no stage of the recipe trains (nothing could be resumed).
@@ -124,24 +125,34 @@ def _with_resume(recipe: Any, folder: str) -> Any:
 
     stages, hit = [], 0
     for i, st in enumerate(recipe.stages):
-        if "resume_dir" in type(st.config).model_fields:
-            sub = str(Path(folder) / f"stage-{i}")
-            every = getattr(st.config, "checkpoint_every", None) or RESUME_EVERY
-            st = replace(st, config=st.config.model_copy(update={"resume_dir": sub, "checkpoint_every": every}))
+        fields = type(st.config).model_fields
+        if "resume_dir" in fields:  # gmp, finetune (every N optimizer steps), iterative (after every step)
+            update: dict[str, Any] = {"resume_dir": str(Path(folder) / f"stage-{i}")}
+            if "checkpoint_every" in fields:
+                update["checkpoint_every"] = getattr(st.config, "checkpoint_every", None) or RESUME_EVERY
+            st = replace(st, config=st.config.model_copy(update=update))
             hit += 1
         stages.append(st)
     if not hit:
         names = ", ".join(st.method for st in recipe.stages)
         raise PrunekitError(f"--resume {folder}: no stage of this recipe trains ({names}); only training stages "
-                            "such as gmp checkpoint and resume")
+                            "such as gmp, finetune, iterative checkpoint and resume")
     return replace(recipe, stages=tuple(stages))
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
+    """Prune, measure and write the output folder. Under `torchrun` every rank loads, prunes and trains (the
+    training stages are data-parallel); rank 0 alone measures and writes (report, weights, plan, the atomic
+    temp-folder rename), the other ranks end with exit code 0 having written nothing."""
+    from prunekit.training import distributed
+
     recipe = load_recipe(args.recipe)  # validate first: a bad recipe costs nothing
     if getattr(args, "resume", None):
         recipe = _with_resume(recipe, args.resume)
+    distributed.join_from_env()  # torchrun: WORLD_SIZE > 1
     check_output_dir(args.out, args.overwrite)
+    distributed.barrier()  # every rank checked the folder before rank 0 can create it
+    main_rank = distributed.is_main()
     loaded = load_model(args.model, args.checkpoint)
     data = load_data(args.data) if args.data else None
     inputs = data_example_inputs(loaded, data) if data is not None else None
@@ -151,11 +162,14 @@ def cmd_prune(args: argparse.Namespace) -> int:
         inputs = torch.randn(*parse_shape(args.input_shape), generator=torch.Generator().manual_seed(0))
     inputs = inputs if inputs is not None else loaded.example_inputs
     model = loaded.model
-    dense = copy.deepcopy(model) if not args.no_measure else None
+    dense = copy.deepcopy(model) if not args.no_measure and main_rank else None
     con = _console()
-    con.print(f"pruning {args.model} with {args.recipe} ({len(recipe.stages)} stage(s))")
-    report = prune(model, recipe, inputs, model_spec=args.model, progress=True, data=data)
+    if main_rank:
+        con.print(f"pruning {args.model} with {args.recipe} ({len(recipe.stages)} stage(s))")
+    report = prune(model, recipe, inputs, model_spec=args.model, progress=main_rank, data=data)
     finalize(model)
+    if not main_rank:
+        return 0  # rank 0 holds the same model (masks and weights are synchronised) and writes it
     if dense is not None and inputs is not None:
         con.print("measuring dense vs pruned (latency, memory, file size, task metric)...")
         measure(report, dense, model, inputs, evaluate=_task_evaluator(loaded, data))
@@ -274,12 +288,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+_EXPORT_SUFFIX = {"onnx": ".onnx", "torch-export": ".pt2", "compressed": ".safetensors"}
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from prunekit.export.onnx import export_onnx, export_program
     from prunekit.specs import load_pruned
 
     target = Path(args.out)
-    suffix = ".onnx" if args.format == "onnx" else ".pt2"
+    suffix = _EXPORT_SUFFIX[args.format]
     if target.suffix != suffix:
         raise PrunekitError(f"--out {args.out!r} must end in {suffix} for --format {args.format}")
     if target.exists() and not args.overwrite:
@@ -288,6 +305,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     loaded = load_pruned(args.dir)
     args.batch_size = 1
     inputs = _bench_inputs(loaded, data, args)
+    if args.format == "compressed":
+        return _export_compressed(args, loaded.model, inputs, target)
     con = _console()
     if args.format == "onnx":
         result = export_onnx(loaded.model, inputs, target)
@@ -299,3 +318,32 @@ def cmd_export(args: argparse.Namespace) -> int:
               f"{result.file_bytes / 2**20:.2f} MiB); {check} output check: max |diff| {result.max_abs_diff:.3g} "
               f"vs PyTorch (tolerance {result.tolerance:.3g})")
     return 0
+
+
+def _export_compressed(args: argparse.Namespace, model: Any, inputs: Any, target: Path) -> int:
+    """Write `model` as one compressed safetensors file, load it into a fresh copy and compare the outputs."""
+    import torch
+
+    from prunekit.export.storage import describe, load_compressed, save_compressed
+    from prunekit.specs import load_pruned
+
+    model = finalize(model).eval()
+    dense_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    save_compressed(model, target, values=args.values)
+    again = load_compressed(target, load_pruned(args.dir).model.eval())
+    with torch.no_grad():
+        diff = _max_output_diff(model, again, inputs)
+    info = describe(target)
+    _console().print(f"[bold]wrote[/bold] {target} (compressed, values {args.values}, {info.file_bytes / 2**10:.1f} KiB "
+                     f"= {info.file_bytes / max(dense_bytes, 1):.3f}x of the fp32 tensors' {dense_bytes / 2**10:.1f} "
+                     f"KiB); loaded back: max |output diff| {diff:.3g} vs the model in {args.dir}")
+    return 0
+
+
+def _max_output_diff(a: Any, b: Any, inputs: Any) -> float:
+    def run(m: Any) -> Any:
+        out = m(**inputs) if isinstance(inputs, dict) else m(*inputs) if isinstance(inputs, tuple) else m(inputs)
+        out = getattr(out, "logits", getattr(out, "last_hidden_state", out))
+        return (out[0] if isinstance(out, tuple) else out).float()
+    return float((run(a) - run(b)).abs().max())
+

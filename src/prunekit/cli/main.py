@@ -66,11 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-int8", action="store_true", help="skip the dynamic INT8 variants")
     p.add_argument("--out", help="folder for bench.json, bench.md, bench.png (default: DIR)")
 
-    p = sub.add_parser("export", help="export the model in DIR to ONNX (checked in onnxruntime) or torch.export")
+    p = sub.add_parser("export", help="export the model in DIR to ONNX (checked in onnxruntime), torch.export or "
+                                      "compressed safetensors (checked by loading it back)")
     p.add_argument("dir", help="a folder written by 'prunekit prune'")
-    p.add_argument("--format", required=True, choices=["onnx", "torch-export"],
-                   help="onnx (.onnx file) or torch-export (.pt2 file)")
-    p.add_argument("--out", required=True, help="the file to write (.onnx or .pt2)")
+    p.add_argument("--format", required=True, choices=["onnx", "torch-export", "compressed"],
+                   help="onnx (.onnx file), torch-export (.pt2 file) or compressed (prunekit's compressed "
+                   "safetensors: bitmask / packed N:M + values, docs/storage.md)")
+    p.add_argument("--values", default="fp32", choices=["fp32", "fp16", "int8", "int4"],
+                   help="compressed only: how the kept values are stored (default fp32: lossless)")
+    p.add_argument("--out", required=True, help="the file to write (.onnx, .pt2 or .safetensors)")
     p.add_argument("--data", help="dataset whose test batch gives the example inputs (as for 'prune --data')")
     p.add_argument("--input-shape", help="random example input of this shape (when --data gives none)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")

@@ -153,3 +153,31 @@ def plot_summary(report: PruneReport, path: str | os.PathLike[str], tolerance: f
     ax.grid(axis="x", alpha=0.3)
     ax.set_title("What pruning changed, measured (after relative to before)", fontsize=10)
     _finish(fig, handles, height, path)
+
+
+def plot_schedule(report: PruneReport, path: str | os.PathLike[str]) -> None:
+    """The sparsity each gradual stage applied, against its optimizer step (a step line per stage).
+
+    Reads the stages' `sparsity_history` ([step, sparsity] at every mask update, as recorded by the stage).
+    """
+    from matplotlib.lines import Line2D
+
+    fig = _figure(8.0, 4.2)
+    ax = fig.add_subplot(1, 1, 1)
+    handles = []
+    for i, st in enumerate(report.stages):
+        history = st.get("sparsity_history") or []
+        if not history:
+            continue
+        steps = [int(s) for s, _ in history]
+        values = [100.0 * float(v) for _, v in history]
+        label = f"stage {i + 1}: {st.get('method', '?')}"
+        (line,) = ax.step(steps, values, where="post", linewidth=1.6, marker="." if len(steps) <= 60 else None)
+        handles.append(Line2D([], [], color=line.get_color(), label=label))
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("sparsity of the targeted layers (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.set_title("Sparsity schedule as applied", fontsize=10)
+    _finish(fig, handles, 4.2, path)
+

@@ -31,6 +31,7 @@ STATUSES = ("pruned", "skipped", "untouched")
 
 SCHEMA_VERSION = 1
 REPORT_FILES = ("report.json", "report.md", "layer_sparsity.png", "summary.png")
+SCHEDULE_FILE = "schedule.png"  # also written when a gradual stage recorded its sparsity history
 """The files `PruneReport.save` writes."""
 
 
@@ -230,7 +231,7 @@ class PruneReport:
         return report_markdown(self)
 
     def save(self, directory: str | os.PathLike[str]) -> list[Path]:
-        """Write report.json, report.md, layer_sparsity.png and summary.png into `directory` (created if needed).
+        """Write report.json, report.md, layer_sparsity.png, summary.png (and schedule.png after a gradual stage).
 
         Each file is written to a temp file in the same folder and moved into place with `os.replace`, so a reader
         never sees a half-written file.
@@ -238,7 +239,7 @@ class PruneReport:
         Returns:
             The paths written, in `REPORT_FILES` order.
         """
-        from prunekit.eval.plots import plot_layer_sparsity, plot_summary
+        from prunekit.eval.plots import plot_layer_sparsity, plot_schedule, plot_summary
 
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
@@ -248,7 +249,10 @@ class PruneReport:
             lambda p: plot_layer_sparsity(self, p),
             lambda p: plot_summary(self, p),
         ]
-        return [_write_atomic(out / name, writer) for name, writer in zip(REPORT_FILES, writers)]
+        written = [_write_atomic(out / name, writer) for name, writer in zip(REPORT_FILES, writers)]
+        if any(st.get("sparsity_history") for st in self.stages):  # a gradual stage ran: its schedule as applied
+            written.append(_write_atomic(out / SCHEDULE_FILE, lambda p: plot_schedule(self, p)))
+        return written
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str]) -> PruneReport:

@@ -35,6 +35,8 @@ class StageResult:
     method: str
     layers: dict[str, dict[str, Any]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # Gradual stages: (optimizer step, sparsity) at every mask update; plotted as schedule.png by the report.
+    sparsity_history: list[tuple[int, float]] = field(default_factory=list)
 
 
 class Method(ABC):

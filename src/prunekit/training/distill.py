@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -105,6 +106,20 @@ class DistillConfig(Config):
         return self
 
 
+def model_logits(model: Any, x: Any) -> Tensor:
+    """`model`'s logits on the batch inputs `x`: a tensor is the one positional input, a tuple / list several
+    positional inputs, a dict keyword inputs (e.g. a tokenizer's input_ids, attention_mask); an output object's
+    `.logits` (Hugging Face) or a tuple output's first element is the logits."""
+    if isinstance(x, dict):
+        out = model(**x)
+    elif isinstance(x, (tuple, list)):
+        out = model(*x)
+    else:
+        out = model(x)
+    out = getattr(out, "logits", out)
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
 @contextmanager
 def _capture(model: nn.Module, names: tuple[str, ...]) -> Iterator[list[Tensor]]:
     modules = dict(model.named_modules())
@@ -135,13 +150,16 @@ class Distiller:
         for p in self.teacher.parameters():
             p.requires_grad_(False)
 
-    def loss(self, student: nn.Module, x: Tensor, y: Tensor | None) -> Tensor:
-        """The student's distillation loss on one batch (call `.backward()` on it); the teacher runs without grad."""
+    def loss(self, student: nn.Module, x: Any, y: Tensor | None) -> Tensor:
+        """The student's distillation loss on one batch (call `.backward()` on it); the teacher runs without grad.
+
+        `x` is what `model_logits` takes (a tensor, a tuple of positional inputs or a dict of keyword inputs); both
+        models get the same inputs, and a Hugging Face output's `.logits` is used."""
         cfg = self.config
         with torch.no_grad(), _capture(self.teacher, cfg.hidden_layers) as t_states:
-            t_logits = self.teacher(x)
+            t_logits = model_logits(self.teacher, x)
         with _capture(student, cfg.hidden_layers) as s_states:
-            s_logits = student(x)
+            s_logits = model_logits(student, x)
         loss = distill_loss(s_logits, t_logits, y, temperature=cfg.temperature, alpha=cfg.alpha)
         if cfg.hidden_mse > 0:
             loss = loss + cfg.hidden_mse * hidden_mse(s_states, t_states)

@@ -1,4 +1,5 @@
-"""`FinetuneFields`: the fine-tuning recipe that training stages (`gmp`, `finetune`) share, as config fields."""
+"""`FinetuneFields`: the fine-tuning recipe that training stages (`gmp`, `finetune`) share, as config fields; its
+`CheckpointFolders` part (checkpoint_dir, resume_dir) is shared with `iterative` too."""
 
 from __future__ import annotations
 
@@ -9,7 +10,24 @@ from prunekit.errors import PrunekitError
 from prunekit.training.distill import DistillConfig
 
 
-class FinetuneFields(Config):
+class CheckpointFolders(Config):
+    """Where a training stage writes its resumable checkpoints and where it resumes from (`gmp`, `finetune`,
+    `iterative`; `prunekit prune --resume DIR` sets both per stage)."""
+
+    checkpoint_dir: str | None = Field(
+        None, description="Folder of the checkpoints (default: `resume_dir` when resuming)."
+    )
+    resume_dir: str | None = Field(
+        None, description="Resume from the latest checkpoint in this folder (starts at step 0 when it has none)."
+    )
+
+    @property
+    def save_dir(self) -> str | None:
+        """Where checkpoints go: checkpoint_dir, else resume_dir."""
+        return self.checkpoint_dir or self.resume_dir
+
+
+class FinetuneFields(CheckpointFolders):
     """The fine-tuning recipe shared by training stages: epochs, AdamW + cosine, BN, checkpoints, distillation."""
 
     epochs: int = Field(2, ge=1, description="Passes over the train split (a gmp schedule spans all their steps).")
@@ -24,12 +42,6 @@ class FinetuneFields(Config):
     checkpoint_every: int | None = Field(
         None, ge=1, description="Save a resumable checkpoint every N optimizer steps into `checkpoint_dir`."
     )
-    checkpoint_dir: str | None = Field(
-        None, description="Folder of the checkpoints (default: `resume_dir` when resuming)."
-    )
-    resume_dir: str | None = Field(
-        None, description="Resume from the latest checkpoint in this folder (starts at step 0 when it has none)."
-    )
     distill: DistillConfig | None = Field(
         None, description="Distil from the dense teacher: {temperature, alpha, hidden_mse, hidden_layers}; "
         "null: plain cross-entropy."
@@ -40,8 +52,3 @@ class FinetuneFields(Config):
         if self.checkpoint_every is not None and self.checkpoint_dir is None and self.resume_dir is None:
             raise PrunekitError("checkpoint_every needs a folder: set checkpoint_dir (or resume_dir)")
         return self
-
-    @property
-    def save_dir(self) -> str | None:
-        """Where checkpoints go: checkpoint_dir, else resume_dir."""
-        return self.checkpoint_dir or self.resume_dir

@@ -1,12 +1,13 @@
-"""The fine-tuning loop that the `gmp` and `finetune` stages share: deterministic batches, AdamW + cosine learning
-rate, resume from a checkpoint, an optional distillation teacher, per-epoch validation accuracy, data parallelism.
+"""The fine-tuning loop that the `gmp`, `movement` and `finetune` stages share: deterministic batches, AdamW +
+cosine learning rate, resume from a checkpoint, an optional distillation teacher, per-epoch validation accuracy,
+data parallelism.
 
 Determinism: batch `b` of epoch `e` is cut from a permutation seeded by (seed, e), so any step can be re-made after a
 resume, and the run never touches the global RNG for shuffling. Under `torchrun` each rank keeps its slice of that
 same batch (`distributed.shard`), so the union over ranks is the single-process batch.
 
 These are the pieces; `training.finetune_run.FinetuneRun` puts them together in the order a stage needs
-(checkpoint, teacher before any mask, masks, optimizer, resume, steps, BN) for `gmp` and `finetune`.
+(checkpoint, teacher before any mask, masks, optimizer, resume, steps, BN) for `gmp`, `movement` and `finetune`.
 """
 
 from __future__ import annotations
@@ -166,12 +167,15 @@ def find_checkpoint(cfg: FinetuneFields, notes: list[str]) -> Checkpoint | None:
     return load_checkpoint(path)
 
 
-def make_optimizer(model: nn.Module, cfg: FinetuneFields, total: int) -> tuple[Any, Any]:
-    """AdamW over the trainable parameters (after the masks: the order a resume sees) and cosine decay to 0."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
+def make_optimizer(model: nn.Module, cfg: FinetuneFields, total: int,
+                   groups: list[dict[str, Any]] | None = None) -> tuple[Any, Any]:
+    """AdamW over the trainable parameters (after the masks: the order a resume sees), or over `groups` (each may
+    set its own lr / weight_decay; cfg's are the defaults), and cosine decay to 0."""
+    if groups is None:
+        groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    if not any(g["params"] for g in groups):
         raise PrunekitError("the model has no trainable parameters to fine-tune")
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
 
 
@@ -200,12 +204,14 @@ class _Student:
 
 def train_steps(model: nn.Module, batches: Batches, val: Dataset, *, opt: Any, sched: Any, start: int, total: int,
                 val_acc: list[float], distiller: Distiller | None, after_step: AfterStep,
-                save: Callable[[int], None] | None, checkpoint_every: int | None, desc: str, progress: bool) -> None:
+                save: Callable[[int], None] | None, checkpoint_every: int | None, desc: str, progress: bool,
+                extra_loss: Callable[[], Tensor] | None = None) -> None:
     """Run optimizer steps `start`..`total`; validation accuracy is appended to `val_acc` after every epoch.
 
     `after_step(done)` runs after each optimizer step (e.g. the pruner's step) and returns progress-bar fields;
-    `save(done)` writes a checkpoint every `checkpoint_every` steps (rank 0 only). Under torchrun the forward and
-    backward run through DistributedDataParallel. The model is left in eval mode.
+    `save(done)` writes a checkpoint every `checkpoint_every` steps (rank 0 only); `extra_loss()`, when given, is
+    added to the loss that is back-propagated (the progress bar shows the task / distillation loss). Under torchrun
+    the forward and backward run through DistributedDataParallel. The model is left in eval mode.
     """
     from tqdm.auto import tqdm
 
@@ -221,10 +227,11 @@ def train_steps(model: nn.Module, batches: Batches, val: Dataset, *, opt: Any, s
                 loss = distiller.loss(student, x, y)  # type: ignore[arg-type]
             else:
                 loss = F.cross_entropy(net(x), y)
-            if not torch.isfinite(loss):
-                raise PrunekitError(f"{desc}: training diverged at step {g} (loss {loss.item()}); lower lr")
+            full = loss + extra_loss() if extra_loss is not None else loss
+            if not torch.isfinite(full):
+                raise PrunekitError(f"{desc}: training diverged at step {g} (loss {full.item()}); lower lr")
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            full.backward()
             opt.step()
             sched.step()
             fields = after_step(g + 1)

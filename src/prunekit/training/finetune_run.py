@@ -8,8 +8,9 @@ The order matters for resume and for the teacher: the checkpoint is found first;
 before any mask is attached (it is the dense model); then the pruner's state (which attaches the masks) and the
 model are restored, or, on a fresh start, the global RNG is seeded and the pruner prepared; only then is the
 optimizer built (its parameter order is the masked model's) and its state, the scheduler's and the RNG restored.
-Without a pruner (`finetune`) the masks that earlier stages attached stay as they are and pruned entries are
-re-zeroed after every step.
+`movement` passes two hooks: `param_groups` (its scores get their own learning rate) and `extra_loss` (the soft
+regulariser). Without a pruner (`finetune`) the masks that earlier stages attached stay as they are and pruned
+entries are re-zeroed after every step.
 """
 
 from __future__ import annotations
@@ -36,10 +37,15 @@ class FinetuneRun:
         who: the stage's name, for messages and the progress bar.
         make_pruner: total steps -> a Pruner (anything with prepare / step / attach_optimizer / state_dict /
             load_state_dict / applied), or None for plain fine-tuning.
+        param_groups: pruner -> the optimizer's parameter groups (e.g. movement scores at their own lr); default:
+            every trainable parameter at `cfg.lr` / `cfg.weight_decay`. Called after the pruner is prepared.
+        extra_loss: pruner -> a term added to the training loss at every step (e.g. movement's regulariser).
     """
 
     def __init__(self, model: nn.Module, cfg: FinetuneFields, ctx: Any, who: str,
-                 make_pruner: Callable[[int], Any] | None = None) -> None:
+                 make_pruner: Callable[[int], Any] | None = None,
+                 param_groups: Callable[[Any], list[dict[str, Any]]] | None = None,
+                 extra_loss: Callable[[Any], torch.Tensor] | None = None) -> None:
         self.model, self.cfg, self.who = model, cfg, who
         self.train_ds, self.val = loop.require_splits(ctx.data, who)
         distributed.join_from_env()
@@ -56,7 +62,9 @@ class FinetuneRun:
             torch.manual_seed(seed)  # dropout and any other global-RNG use inside the model
             if self.pruner is not None:
                 self.pruner.prepare()
-        self.opt, self.sched = loop.make_optimizer(model, cfg, self.total)
+        groups = param_groups(self.pruner) if param_groups is not None else None
+        self.opt, self.sched = loop.make_optimizer(model, cfg, self.total, groups)
+        self.extra_loss = (lambda: extra_loss(self.pruner)) if extra_loss is not None else None
         if self.pruner is not None:
             self.pruner.attach_optimizer(self.opt)
         self.drifted = loop.resync_masks(model, self.opt)  # torchrun: rank 0's masks everywhere from the start
@@ -78,7 +86,7 @@ class FinetuneRun:
     def train(self, progress: bool = False) -> None:
         """Run the remaining optimizer steps (checkpointing every `checkpoint_every` on rank 0)."""
         loop.train_steps(self.model, self.batches, self.val, opt=self.opt, sched=self.sched, start=self.start,
-                         total=self.total, val_acc=self.val_acc, distiller=self.distiller,
+                         total=self.total, val_acc=self.val_acc, distiller=self.distiller, extra_loss=self.extra_loss,
                          after_step=self._after_step, save=self._save, checkpoint_every=self.cfg.checkpoint_every,
                          desc=self.who, progress=progress)
 

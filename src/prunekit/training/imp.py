@@ -38,6 +38,7 @@ from prunekit.patterns import n_to_prune, select_global
 from prunekit.training.allocation import AllocationConfig, layer_sparsities
 from prunekit.training.distill import DistillConfig, Distiller
 from prunekit.training.imp_loop import cross_entropy, reinitialized, restore, snapshot, step_plan, train_range
+from prunekit.training.imp_resume import fingerprint, load_round, restore_round, save_round
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class ImpResult:
     layer_sparsity: dict[str, float] = field(default_factory=dict)
     rewind_step: int = 0
     total_steps: int = 0
+    resumed_from: str | None = None  # the checkpoint a resumed run continued from
 
     def table(self) -> str:
         """Markdown table: round, sparsity, ticket val / test accuracy, control val / test accuracy (in %)."""
@@ -186,7 +188,8 @@ def run_imp(model: nn.Module, data: Any, *, rounds: int, prune_per_round: float,
             protect_first: bool = True, protect_last: bool = True, min_density: float = 0.02,
             distill: DistillConfig | None = None, model_fn: Callable[[], nn.Module] | None = None,
             order: list[str] | None = None, progress: bool = False,
-            allocation: AllocationConfig | None = None) -> ImpResult:
+            allocation: AllocationConfig | None = None, checkpoint_dir: str | None = None,
+            resume_dir: str | None = None) -> ImpResult:
     """Find a lottery ticket in `model` (in place: it ends as the last round's trained, masked ticket).
 
     Args:
@@ -205,6 +208,9 @@ def run_imp(model: nn.Module, data: Any, *, rounds: int, prune_per_round: float,
         progress: show a progress bar over the trainings.
         allocation: split each round's overall level 1 - (1 - p)^r across layers (uniform / erk / lamp /
             sensitivity) instead of one global magnitude threshold.
+        checkpoint_dir: write a round checkpoint (`training.imp_resume`) after the dense run and every round.
+        resume_dir: continue from the latest round checkpoint there (start afresh when it holds none); also the
+            checkpoint folder when `checkpoint_dir` is unset.
     """
     from tqdm.auto import tqdm
 
@@ -225,7 +231,15 @@ def run_imp(model: nn.Module, data: Any, *, rounds: int, prune_per_round: float,
     sel = select_targets(model, targets, ignore, protected=_protected(model, order, protect_first, protect_last))
     result = ImpResult(targeted=list(sel.targeted), skipped=dict(sel.skipped), rewind_step=k, total_steps=len(plan))
     template = copy.deepcopy(model) if control and model_fn is None else model
+    dense_shell = copy.deepcopy(model) if distill is not None else None  # receives the teacher's weights
     saved = {"state": snapshot(model)}
+    save_dir = checkpoint_dir or resume_dir
+    settings = fingerprint(prune_per_round=prune_per_round, rewind=k, epochs=epochs, lr=lr, batch_size=batch_size,
+                           weight_decay=weight_decay, seed=seed, control=control, targets=sel.targeted,
+                           min_density=min_density, n_train=len(data.train), model_fn=model_fn is not None,
+                           distill=None if distill is None else distill.model_dump_json(),
+                           allocation=None if allocation is None else allocation.model_dump_json())
+    ck = load_round(resume_dir, settings, rounds) if resume_dir is not None else None
 
     def save_at_k(done: int) -> None:
         if done == k:
@@ -234,18 +248,39 @@ def run_imp(model: nn.Module, data: Any, *, rounds: int, prune_per_round: float,
     def evaluate(m: nn.Module) -> tuple[float, float]:
         return evaluate_classifier(m, data.val), evaluate_classifier(m, data.test)
 
+    def checkpoint(r: int) -> None:
+        if save_dir is not None:
+            save_round(save_dir, r, model, rewind=saved["state"], teacher=teacher, rounds=result.rounds,
+                       settings=settings)
+
     train = dict(lr=lr, weight_decay=weight_decay)
     modules = dict(model.named_modules())
     units = sum(modules[n].weight.numel() for n in sel.targeted)
-    bar = tqdm(total=rounds + 1, desc="imp", disable=not progress, leave=False)
+    first = 1
+    teacher: dict[str, torch.Tensor] | None = None
+    if ck is not None:
+        restore_round(ck, model)
+        saved["state"] = dict(ck.extra["rewind"])
+        teacher = dict(ck.extra["teacher"]) or None
+        result.rounds = [ImpRound(**r) for r in ck.extra["rounds"]]
+        first = ck.step + 1
+        result.resumed_from = f"{ck.path} (round {ck.step})"
+    bar = tqdm(total=rounds + 1, initial=first if ck is not None else 0, desc="imp", disable=not progress,
+               leave=False)
     try:
-        loss = train_range(model, data.train, plan, start=0, on_step=save_at_k, **train)
-        remaining = units - sum(int((~m).sum()) for m in (current_mask(modules[n]) for n in sel.targeted)
-                                if m is not None)
-        result.rounds.append(ImpRound(0, 1 - remaining / units, remaining, *evaluate(model), loss))
-        bar.update(1)
-        loss_fn = cross_entropy if distill is None else Distiller(model, distill).loss
-        for r in range(1, rounds + 1):
+        if ck is None:
+            loss = train_range(model, data.train, plan, start=0, on_step=save_at_k, **train)
+            remaining = units - sum(int((~m).sum()) for m in (current_mask(modules[n]) for n in sel.targeted)
+                                    if m is not None)
+            result.rounds.append(ImpRound(0, 1 - remaining / units, remaining, *evaluate(model), loss))
+            teacher = snapshot(model) if distill is not None else None
+            checkpoint(0)
+            bar.update(1)
+        loss_fn = cross_entropy
+        if distill is not None and dense_shell is not None and teacher is not None:
+            restore(dense_shell, teacher)
+            loss_fn = Distiller(dense_shell, distill).loss
+        for r in range(first, rounds + 1):
             if allocation is None:
                 remaining = prune_remaining(model, sel.targeted, prune_per_round, min_density)
             else:
@@ -262,6 +297,7 @@ def run_imp(model: nn.Module, data: Any, *, rounds: int, prune_per_round: float,
                 ctl = evaluate(ctl_model)
                 del ctl_model
             result.rounds.append(ImpRound(r, 1 - remaining / units, remaining, *ticket, loss, *ctl))
+            checkpoint(r)
             bar.update(1)
             bar.set_postfix(sparsity=f"{1 - remaining / units:.3f}", val=f"{ticket[0]:.3f}")
     finally:

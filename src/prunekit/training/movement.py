@@ -3,7 +3,7 @@
     prepare()  ->  step(global_step) after every optimizer step  ->  finalize()
 
 `prepare` gives every targeted Linear / Conv weight a parametrization `W -> W * M(S)` with a learnable score tensor
-S of the weight's shape (initialised to 0, or to |W| with `score_init: magnitude`). The scores are ordinary
+S of the weight's shape (initialised to |W| by default, or to 0 with `score_init: constant`). The scores are ordinary
 parameters of the model: put `score_parameters()` in the optimizer with their own learning rate (Sanh et al. use a
 much larger one than the weights', and no weight decay); `param_groups(lr, score_lr, weight_decay)` builds both
 groups. The straight-through estimator sends dL/dW' * W to each score (see `prunekit.importance.movement`).
@@ -34,11 +34,16 @@ Plain-loop example::
             pruner.step(step)
     pruner.finalize()                                         # KeepMasks attached, scores gone
     prunekit.finalize(model)                                  # bake the zeros in when training is over
+
+Checkpoints: `state_dict()` / `load_state_dict()` fit `prunekit.training.checkpoint` (restore order: pruner, which
+attaches the scores, then the model, whose state dict holds their values, then the optimizer). The `movement`
+recipe stage runs this pruner on the shared fine-tune loop (`training.finetune_run`): distillation, BatchNorm
+recalibration, checkpoint / resume and torchrun as in `gmp`.
 """
 
 from __future__ import annotations
 
-import numbers
+import json
 from typing import Any
 
 import torch
@@ -52,11 +57,12 @@ from prunekit.masks import KeepMask, attach_mask, current_mask
 from prunekit.methods.base import PruneContext, StageResult
 from prunekit.methods.mask_pipeline import protected_layers
 from prunekit.training.allocation import layer_sparsities
+from prunekit.training.lifecycle import FINAL, NEW, PREPARED, check_finalize, check_fresh, check_prepare, check_step
 from prunekit.training.movement_config import MovementPrunerConfig
 
 __all__ = ["MovementPruner", "MovementPrunerConfig", "MovementScores"]
 
-_NEW, _PREPARED, _FINAL = "new", "prepared", "finalized"
+STATE_FORMAT = 1
 
 
 class MovementScores(nn.Module):
@@ -118,12 +124,13 @@ class MovementPruner:
             raise PrunekitError(f"total_steps must be a positive integer, got {total_steps!r}")
         self.model, self.config, self.total_steps = model, config, total_steps
         self._ctx = PruneContext(execution_order=execution_order)
-        self.phase = _NEW
+        self.phase = NEW
         self.last_step = 0
         self.layers: list[str] = []
         self.skipped: dict[str, str] = {}
         self.final_share: dict[str, float] = {}  # hard: each layer's final sparsity
         self.applied = 0.0  # hard: the scheduled overall sparsity now in force
+        self.history: list[tuple[int, float]] = []  # hard: (step, overall sparsity) whenever it changed
         self.lam = 0.0  # soft: the regularisation weight now in force
         self.notes: list[str] = []
         self.schedule: Any = None
@@ -131,30 +138,37 @@ class MovementPruner:
     # ----- lifecycle -------------------------------------------------------------------------------------------
     def prepare(self) -> MovementPruner:
         """Resolve the targeted layers and attach their scores; apply the step-0 schedule. Call once."""
-        if self.phase == _PREPARED:
-            raise PrunekitError("MovementPruner.prepare() was already called; call it once, before the training loop")
-        if self.phase == _FINAL:
-            raise PrunekitError("MovementPruner.prepare() after finalize(); build a new MovementPruner for another run")
+        check_prepare(self)
+        cfg = self.config
+        self._build_schedule()
+        sel = select_targets(self.model, cfg.targets, cfg.ignore,
+                             protected=protected_layers(self.model, cfg, self._ctx))  # type: ignore[arg-type]
+        self.skipped = dict(sel.skipped)
+        if cfg.mode == "hard":
+            self.final_share = layer_sparsities(self.model, list(sel.targeted), cfg.target_sparsity,
+                                                cfg.allocation, max_sparsity=1.0 - cfg.min_density)
+        self._attach_all(list(sel.targeted))
+        self.phase = PREPARED
+        self._update(0)
+        return self
+
+    def _build_schedule(self) -> None:
         cfg = self.config
         if cfg.schedule.end is None and self.total_steps is None:
             raise PrunekitError("MovementPruner.prepare(): schedule end is not set and total_steps is unknown; pass "
                                 "MovementPruner(..., total_steps=N) or set schedule.end")
         final = cfg.target_sparsity if cfg.mode == "hard" else 0.5  # soft: only the ramp's shape is used
         self.schedule = cfg.schedule.build(final, self.total_steps)
-        sel = select_targets(self.model, cfg.targets, cfg.ignore,
-                             protected=protected_layers(self.model, cfg, self._ctx))  # type: ignore[arg-type]
+
+    def _attach_all(self, layers: list[str]) -> None:
         modules = dict(self.model.named_modules())
-        for name in sel.targeted:
+        for name in layers:
+            if name not in modules:
+                raise PrunekitError(f"saved movement state names layer {name!r}, which this model does not have")
             self._check_plain(name, modules[name])
-        self.layers, self.skipped = list(sel.targeted), dict(sel.skipped)
-        if cfg.mode == "hard":
-            self.final_share = layer_sparsities(self.model, self.layers, cfg.target_sparsity, cfg.allocation,
-                                                max_sparsity=1.0 - cfg.min_density)
-        for name in self.layers:
+        self.layers = layers
+        for name in layers:
             self._attach(name, modules[name])
-        self.phase = _PREPARED
-        self._update(0)
-        return self
 
     def _check_plain(self, name: str, module: nn.Module) -> None:
         if parametrize.is_parametrized(module, "weight"):
@@ -181,26 +195,11 @@ class MovementPruner:
 
     def step(self, global_step: int) -> None:
         """Call after each optimizer step with the number of optimizer steps done (1 after the first)."""
-        if self.phase == _NEW:
-            raise PrunekitError("MovementPruner.step() called before prepare(); call pruner.prepare() before training")
-        if self.phase == _FINAL:
-            raise PrunekitError("MovementPruner.step() called after finalize(); the run is over")
-        integral = isinstance(global_step, numbers.Integral) and not isinstance(global_step, bool)
-        if not integral or global_step < self.last_step:
-            raise PrunekitError(
-                f"MovementPruner.step({global_step!r}): global_step must be an integer >= the last one "
-                f"({self.last_step}); pass the count of optimizer steps since the start of training"
-            )
-        self.last_step = int(global_step)
-        self._update(self.last_step)
+        self._update(check_step(self, global_step))
 
     def finalize(self) -> StageResult:
         """End the run: the learned masks become KeepMasks, the scores are removed; returns the report."""
-        if self.phase == _NEW:
-            raise PrunekitError("MovementPruner.finalize() called before prepare(); call prepare(), train with "
-                                "step(), then finalize()")
-        if self.phase == _FINAL:
-            raise PrunekitError("MovementPruner.finalize() was already called")
+        check_finalize(self)
         final = self.config.target_sparsity
         if self.config.mode == "hard" and self.applied < final - 1e-12:
             self.notes.append(f"training stopped at step {self.last_step}, before the schedule reached sparsity "
@@ -221,11 +220,59 @@ class MovementPruner:
             with torch.no_grad():
                 module.weight.masked_fill_(~keep, 0)  # as the Pruner: pruned originals are zero too
             attach_mask(module, keep)
-        self.phase = _FINAL
+        self.phase = FINAL
         result.notes.append(self._summary())
         return result
 
+    # ----- state -----------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The pruning state in plain types: phase, step, layers, each layer's final share, notes.
+
+        The scores are parameters of the model and the masks follow from them, so they are in the model's state
+        dict; `prunekit.training.checkpoint` saves both (a resumed run is bit-identical to an uninterrupted one).
+        """
+        return {
+            "format": STATE_FORMAT,
+            "config": self.config.model_dump_json(),
+            "phase": self.phase,
+            "last_step": self.last_step,
+            "layers": list(self.layers),
+            "skipped": dict(self.skipped),
+            "final_share": dict(self.final_share),
+            "notes": list(self.notes),
+            "history": [[s, v] for s, v in self.history],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a saved state into a fresh MovementPruner (instead of `prepare`): attaches the scores of the
+        saved layers; then load the model's state dict (it holds the scores' values) and build the optimizer.
+
+        Raises:
+            PrunekitError: the pruner was already prepared, or the state is finalized, from another config or
+                another format.
+        """
+        check_fresh(self)
+        if state.get("format") != STATE_FORMAT:
+            raise PrunekitError(f"movement pruning state format {state.get('format')!r} is not {STATE_FORMAT}")
+        if json.loads(state["config"]) != json.loads(self.config.model_dump_json()):
+            raise PrunekitError("the saved movement pruning state was made with another config; use the same one")
+        if state["phase"] != PREPARED:
+            raise PrunekitError(f"a {state['phase']} movement pruning state cannot be resumed (only a prepared one)")
+        self._build_schedule()
+        self.skipped = dict(state["skipped"])
+        self.final_share = {k: float(v) for k, v in state["final_share"].items()}
+        self.notes = list(state["notes"])
+        self.history = [(int(a), float(b)) for a, b in state.get("history", [])]
+        self._attach_all(list(state["layers"]))
+        self.phase = PREPARED
+        self.last_step = int(state["last_step"])
+        self._update(self.last_step)
+
     # ----- what the user's loop needs --------------------------------------------------------------------------
+    def attach_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """Nothing to do (for the shared fine-tune loop): a movement mask may give a weight back, so the optimizer's
+        state on currently masked entries is kept."""
+
     def score_parameters(self) -> list[nn.Parameter]:
         """The learnable scores, one per targeted layer (give them to the optimizer, typically at a larger lr)."""
         self._need_prepared("score_parameters")
@@ -253,7 +300,7 @@ class MovementPruner:
     def masks(self) -> dict[str, Tensor]:
         """The current keep_mask of every targeted layer (True = kept), by module name."""
         modules = dict(self.model.named_modules())
-        if self.phase == _FINAL:
+        if self.phase == FINAL:
             return {n: m for n in self.layers if (m := current_mask(modules[n])) is not None}
         return {n: self._scorer(modules[n]).keep().clone() for n in self.layers}
 
@@ -269,7 +316,7 @@ class MovementPruner:
 
     # ----- internals -------------------------------------------------------------------------------------------
     def _need_prepared(self, what: str) -> None:
-        if self.phase != _PREPARED:
+        if self.phase != PREPARED:
             raise PrunekitError(f"MovementPruner.{what}() needs a prepared pruner (phase {self.phase}); call "
                                 "prepare() first, and use it before finalize()")
 
@@ -292,6 +339,8 @@ class MovementPruner:
             layer_final = self.final_share[name]
             share = overall if layer_final == final else (layer_final * overall / final if final > 0 else 0.0)
             self._scorer(modules[name]).sparsity = min(share, layer_final)
+        if not self.history or self.history[-1][1] != overall:
+            self.history.append((self.last_step, overall))
         self.applied = overall
 
     def _summary(self) -> str:

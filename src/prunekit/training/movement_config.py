@@ -34,15 +34,17 @@ class MovementPrunerConfig(LayerSelection):
         "steps); soft: the shape of lambda's ramp from 0 to `regularization`.",
     )
     score_init: Literal["constant", "magnitude"] = Field(
-        "constant", description="Initial scores: constant (every score 0, as Sanh et al.) or magnitude (abs(W), "
-        "so the first hard mask is the magnitude mask)."
+        "magnitude", description="Initial scores: magnitude (abs(W), so the first hard mask is the magnitude mask; "
+        "the default because on short budgets it measured better: docs/benchmarks.md section 26) or constant "
+        "(every score 0, as Sanh et al.; ranks start arbitrary and need many steps of movement to sort)."
     )
     threshold: float = Field(
-        -0.1, description="soft only: a weight is kept while its score > threshold (scores start at 0, or abs(W))."
+        -0.1, description="soft only: a weight is kept while its score > threshold (scores start at abs(W), or at "
+        "0 with score_init: constant)."
     )
     regularization: float = Field(
-        1e-3, ge=0.0, description="soft only: final lambda of lambda * sum(sigmoid(scores)) added to the loss (per-score "
-        "pull; larger = sparser)."
+        1e-3, ge=0.0, description="soft only: final lambda of lambda * sum(sigmoid(scores)) added to the loss "
+        "(per-score pull; larger = sparser)."
     )
     allocation: AllocationConfig | None = Field(
         None, description="hard only: {kind, file, erk_power} (kind uniform, erk, lamp or sensitivity): split of the "

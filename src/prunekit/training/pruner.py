@@ -40,7 +40,6 @@ Plain-loop example::
 from __future__ import annotations
 
 import json
-import numbers
 import zlib
 from typing import Any
 
@@ -56,12 +55,12 @@ from prunekit.methods.base import PruneContext, StageResult
 from prunekit.methods.mask_pipeline import _drop_unsupported, protected_layers, run_mask_pruning
 from prunekit.patterns import parse_pattern
 from prunekit.training.allocation import layer_sparsities
+from prunekit.training.lifecycle import FINAL, NEW, PREPARED, check_finalize, check_fresh, check_prepare, check_step
 from prunekit.training.pruner_config import PrunerConfig
 
 __all__ = ["Pruner", "PrunerConfig"]
 
 STATE_FORMAT = 1
-_NEW, _PREPARED, _FINAL = "new", "prepared", "finalized"
 
 
 def _layer_generator(seed: int, name: str) -> torch.Generator:
@@ -95,7 +94,7 @@ class Pruner:
         self.optimizer = optimizer
         self.schedule: Any = None  # built by prepare(), once the total number of steps is known
         self._ctx = PruneContext(execution_order=execution_order)
-        self.phase = _NEW
+        self.phase = NEW
         self.last_step = 0
         self.applied = 0.0  # the sparsity target last applied
         self.layers: list[str] = []
@@ -106,10 +105,7 @@ class Pruner:
     # ----- lifecycle -------------------------------------------------------------------------------------------
     def prepare(self) -> Pruner:
         """Resolve the targeted layers, attach their masks, apply the schedule's step-0 sparsity. Call once."""
-        if self.phase == _PREPARED:
-            raise PrunekitError("Pruner.prepare() was already called; call it once, before the training loop")
-        if self.phase == _FINAL:
-            raise PrunekitError("Pruner.prepare() after finalize(); build a new Pruner for another run")
+        check_prepare(self)
         cfg = self.config
         self._build_schedule()
         mcfg = cfg.mask_config(cfg.sparsity)
@@ -121,7 +117,7 @@ class Pruner:
         for name in self.layers:
             weight = modules[name].weight
             attach_mask(modules[name], torch.ones(weight.shape, dtype=torch.bool, device=weight.device))
-        self.phase = _PREPARED
+        self.phase = PREPARED
         self._update(0)
         return self
 
@@ -144,18 +140,7 @@ class Pruner:
 
         Returns True when the masks changed at this step.
         """
-        if self.phase == _NEW:
-            raise PrunekitError("Pruner.step() called before prepare(); call pruner.prepare() before training")
-        if self.phase == _FINAL:
-            raise PrunekitError("Pruner.step() called after finalize(); the run is over (build a new Pruner)")
-        integral = isinstance(global_step, numbers.Integral) and not isinstance(global_step, bool)
-        if not integral or global_step < self.last_step:
-            raise PrunekitError(
-                f"Pruner.step({global_step!r}): global_step must be an integer >= the last one ({self.last_step}); "
-                "pass the count of optimizer steps since the start of training, not a per-epoch index"
-            )
-        global_step = int(global_step)
-        self.last_step = global_step
+        global_step = check_step(self, global_step)
         changed = self._update(global_step)
         if not changed:
             self._zero_pruned()
@@ -166,12 +151,7 @@ class Pruner:
 
         Masks stay attached unless `bake` (then `prunekit.finalize` bakes the zeros and removes them).
         """
-        if self.phase == _NEW:
-            raise PrunekitError(
-                "Pruner.finalize() called before prepare(); call prepare(), train with step(), then finalize()"
-            )
-        if self.phase == _FINAL:
-            raise PrunekitError("Pruner.finalize() was already called")
+        check_finalize(self)
         final = self.config.target_sparsity
         if self.applied < final - 1e-12 or (self.config.is_nm and not self.history):
             self.result.notes.append(
@@ -179,7 +159,7 @@ class Pruner:
                 f"(it had {self.applied:g}); pruned to {final:g} at once"
             )
             self._apply(final)
-        self.phase = _FINAL
+        self.phase = FINAL
         result = self.report()
         if bake:
             bake_masks(self.model)
@@ -271,8 +251,7 @@ class Pruner:
             PrunekitError: the Pruner was already prepared, the state comes from another config or format, or
                 the model carries masks that differ from the saved ones.
         """
-        if self.phase != _NEW:
-            raise PrunekitError("Pruner.load_state_dict() needs a fresh Pruner; call it instead of prepare()")
+        check_fresh(self)
         if state.get("format") != STATE_FORMAT:
             raise PrunekitError(f"pruning state format {state.get('format')!r} is not {STATE_FORMAT}")
         if json.loads(state["config"]) != json.loads(self.config.model_dump_json()):

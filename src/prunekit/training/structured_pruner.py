@@ -36,7 +36,6 @@ Plain-loop example::
 from __future__ import annotations
 
 import json
-import numbers
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -49,7 +48,7 @@ from prunekit.errors import PrunekitError
 from prunekit.graph import DependencyGraph
 from prunekit.methods.base import PruneContext, StageResult
 from prunekit.methods.structured.calib import calibration_batches, model_device, to_device
-from prunekit.methods.structured.config import StructuredConfig, StructuredTarget
+from prunekit.methods.structured.config import StructuredConfig
 from prunekit.methods.structured.method import (
     StructuredMethod,
     _calibration,
@@ -62,13 +61,13 @@ from prunekit.methods.structured.method import (
 from prunekit.methods.structured.plan import PlanStep, PruningPlan, apply_plan, get_plan, record_step
 from prunekit.methods.structured.schedule import Schedule
 from prunekit.training.bn import recalibrate_batchnorm
+from prunekit.training.lifecycle import FINAL, NEW, PREPARED, check_finalize, check_fresh, check_prepare, check_step
 from prunekit.training.optim_rebind import rebind_optimizer
 from prunekit.training.structured_pruner_config import StructuredPrunerConfig
 
 __all__ = ["StructuredPruner", "StructuredPrunerConfig", "rebind_optimizer"]
 
 STATE_FORMAT = 1
-_NEW, _PREPARED, _FINAL = "new", "prepared", "finalized"
 _BN = nn.modules.batchnorm._BatchNorm
 
 
@@ -79,17 +78,7 @@ class _Ramp(Schedule):
     goals: tuple[float, ...] = ()
 
     def step_config(self, config: StructuredConfig, graph: DependencyGraph, index: int) -> StructuredConfig:
-        goal = self.goals[index]
-        if self.kind in ("width_ratio", "latency_ratio"):
-            rel = goal / self.overall
-        else:
-            cost = graph.cost_model()
-            dense = cost.dense_params if self.kind == "params_ratio" else cost.dense_macs
-            self.orig = dense if self.orig is None else self.orig
-            self.current = dense
-            rel = goal * self.orig / dense if dense > 0 else 1.0
-        rel = min(max(rel, 1e-9), 1.0)
-        return config.model_copy(update={"target": StructuredTarget(**{self.kind: rel})})
+        return self.goal_config(config, graph, self.goals[index])
 
     def advance(self, reached: float) -> None:
         if self.kind in ("width_ratio", "latency_ratio"):
@@ -139,7 +128,7 @@ class StructuredPruner:
         self.data = data
         self._ctx = PruneContext(example_inputs=example_inputs, data=data)
         self._engine = config.engine_config()
-        self.phase = _NEW
+        self.phase = NEW
         self.last_step = 0
         self.at_steps: list[int] = []
         self.done = 0  # removals made so far
@@ -153,12 +142,9 @@ class StructuredPruner:
     # ----- lifecycle -------------------------------------------------------------------------------------------
     def prepare(self) -> StructuredPruner:
         """Check the model, fix the removal steps, and make any removal due at step 0. Call once, before training."""
-        if self.phase == _PREPARED:
-            raise PrunekitError("StructuredPruner.prepare() was already called; call it once, before the training loop")
-        if self.phase == _FINAL:
-            raise PrunekitError("StructuredPruner.prepare() after finalize(); build a new StructuredPruner")
+        check_prepare(self)
         self._setup()
-        self.phase = _PREPARED
+        self.phase = PREPARED
         self._due(0)
         return self
 
@@ -185,32 +171,17 @@ class StructuredPruner:
         After a True, the model's parameters are new objects: the attached optimizer was updated, anything else
         holding the old parameters (a second optimizer, an EMA copy) must be rebuilt by the caller.
         """
-        if self.phase == _NEW:
-            raise PrunekitError("StructuredPruner.step() called before prepare(); call pruner.prepare() first")
-        if self.phase == _FINAL:
-            raise PrunekitError("StructuredPruner.step() called after finalize(); the run is over")
-        integral = isinstance(global_step, numbers.Integral) and not isinstance(global_step, bool)
-        if not integral or global_step < self.last_step:
-            raise PrunekitError(
-                f"StructuredPruner.step({global_step!r}): global_step must be an integer >= the last one "
-                f"({self.last_step}); pass the count of optimizer steps since the start of training"
-            )
-        self.last_step = int(global_step)
-        return self._due(self.last_step)
+        return self._due(check_step(self, global_step))
 
     def finalize(self) -> StageResult:
         """End the run: make the removals training did not reach, and report per-layer changes and notes."""
-        if self.phase == _NEW:
-            raise PrunekitError("StructuredPruner.finalize() called before prepare(); call prepare(), train with "
-                                "step(), then finalize()")
-        if self.phase == _FINAL:
-            raise PrunekitError("StructuredPruner.finalize() was already called")
+        check_finalize(self)
         if self.done < len(self.at_steps):
             self.notes.append(f"training stopped at step {self.last_step}, before removal {self.done + 1} of "
                               f"{len(self.at_steps)} (step {self.at_steps[self.done]}); removed the rest at once")
             while self.done < len(self.at_steps):
                 self._remove()
-        self.phase = _FINAL
+        self.phase = FINAL
         return self.report()
 
     def report(self) -> StageResult:
@@ -297,8 +268,7 @@ class StructuredPruner:
         Raises:
             PrunekitError: the pruner was already prepared, or the state comes from another config or format.
         """
-        if self.phase != _NEW:
-            raise PrunekitError("StructuredPruner.load_state_dict() needs a fresh pruner; call it instead of prepare()")
+        check_fresh(self)
         if state.get("format") != STATE_FORMAT:
             raise PrunekitError(f"structured pruning state format {state.get('format')!r} is not {STATE_FORMAT}")
         if json.loads(state["config"]) != json.loads(self.config.model_dump_json()):

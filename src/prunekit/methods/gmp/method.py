@@ -31,6 +31,7 @@ class GmpMethod(Method):
         run.train(progress=ctx.progress)
         result = run.pruner.finalize()
         result.method = self.name
+        result.sparsity_history = list(run.pruner.history)
         summary = run.finish(result.notes)
         result.notes.append(
             f"{config.schedule.kind} schedule to sparsity {config.target_sparsity:g} over {run.total} steps "

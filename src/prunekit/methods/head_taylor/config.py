@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from prunekit.config import Config
+from prunekit.training.distill import DistillConfig
 
 
 class HeadTaylorConfig(Config):
@@ -60,3 +61,8 @@ class HeadTaylorConfig(Config):
         True, description="After each removal, check the pruned model equals the original with those heads zeroed."
     )
     seed: int = Field(0, description="Seed of the batch order (scoring and fine-tune).")
+    distill: DistillConfig | None = Field(
+        None, description="Distil every fine-tune from the dense model: {temperature, alpha, hidden_mse, "
+        "hidden_layers} (the teacher gets the same, tokenized, inputs; hidden_mse needs layers whose output width "
+        "head removal keeps); null: plain cross-entropy."
+    )

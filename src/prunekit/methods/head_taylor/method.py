@@ -30,6 +30,8 @@ from prunekit.methods.base import Method, PruneContext, StageResult, register_me
 from prunekit.methods.head_taylor.config import HeadTaylorConfig
 from prunekit.methods.structured.hf_config import apply_config_edit, find_config_edit, is_hf_model, state_shapes
 from prunekit.methods.structured.plan import PlanGroup, PlanSlice, PlanStep, record_step
+from prunekit.training.distill import Distiller, model_logits
+from prunekit.training.finetune_loop import teacher_source
 from prunekit.training.head_importance import HeadBlock, find_attention_heads, head_importance
 
 
@@ -70,9 +72,7 @@ class _Feeder:
         return tuple(t.to(self.device) for t in x), labels
 
     def logits(self, x: Any) -> Tensor:
-        out = self.model(**x) if isinstance(x, dict) else self.model(*x)
-        out = getattr(out, "logits", out)
-        return out[0] if isinstance(out, (tuple, list)) else out
+        return model_logits(self.model, x)
 
     def loss(self, model: nn.Module, batch: tuple[Any, Tensor]) -> Tensor:
         return nn.functional.cross_entropy(self.logits(batch[0]), batch[1])
@@ -189,6 +189,11 @@ class HeadTaylorMethod(Method):
             raise PrunekitError(f"heads_ratio {ratio} removes round({ratio} * {pool}) = 0 heads {where}; use at least "
                                 f"{1 / pool:.3g}")
         notes: list[str] = []
+        distiller = None
+        if config.distill is not None and config.epochs > 0:  # a frozen copy of the dense model, before any removal
+            distiller = Distiller(teacher_source(model, ctx), config.distill)
+            notes.append(f"fine-tuning distilled from the dense model (T={config.distill.temperature:g}, "
+                         f"alpha={config.distill.alpha:g})")
         removed = 0
         left = dict(start)  # a layer left with one unit may have no prunable group any more: counted here
         for i in range(1, config.steps + 1):
@@ -209,7 +214,7 @@ class HeadTaylorMethod(Method):
                 removed += share if config.uniform else got
                 notes.append(f"step {i}/{config.steps}: removed {got} head(s) in {len(remove)} layer(s)"
                              + "".join(f"; {n}" for n in (verified, hf_note) if n))
-            self._finetune(model, feeder, train, config, i)
+            self._finetune(model, feeder, train, config, i, distiller)
             if val is not None:
                 notes.append(f"step {i}/{config.steps}: val accuracy {feeder.accuracy(val):.4f}")
         layers = {n: {"status": "pruned" if left[n] < start[n] else "skipped",
@@ -224,7 +229,8 @@ class HeadTaylorMethod(Method):
         result.notes.extend(notes)
         return result
 
-    def _finetune(self, model: nn.Module, feeder: _Feeder, train: Dataset, config: HeadTaylorConfig, i: int) -> None:
+    def _finetune(self, model: nn.Module, feeder: _Feeder, train: Dataset, config: HeadTaylorConfig, i: int,
+                  distiller: Distiller | None) -> None:
         steps = round(config.epochs * len(train) / min(config.batch_size, len(train)))
         if steps == 0:
             return
@@ -235,7 +241,7 @@ class HeadTaylorMethod(Method):
         model.train()
         try:
             for batch in feeder.batches(train, config.seed * 104_729 + i, steps):
-                loss = feeder.loss(model, batch)
+                loss = feeder.loss(model, batch) if distiller is None else distiller.loss(model, *batch)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

@@ -46,6 +46,15 @@ class ImpConfig(LayerSelection):
         "level 1 - (1 - p)^r across the targeted layers; null: one global magnitude threshold (the classic IMP)."
     )
 
+    checkpoint_dir: str | None = Field(
+        None, description="Write a round checkpoint here after the dense run and after every round (atomic)."
+    )
+    resume_dir: str | None = Field(
+        None, description="Continue from the latest round checkpoint in this folder (starts afresh when it holds "
+        "none; it is also the checkpoint folder when checkpoint_dir is unset). Only rounds may differ from the "
+        "checkpointed run."
+    )
+
     @property
     def target_sparsity(self) -> float:
         """The sparsity of the targeted layers after the last round, up to rounding: 1 - (1 - p)^rounds."""

@@ -27,13 +27,15 @@ class ImpMethod(Method):
             seed=config.seed, control=config.control, targets=config.targets, ignore=config.ignore,
             protect_first=config.protect_first, protect_last=config.protect_last, min_density=config.min_density,
             distill=config.distill, order=ctx.execution_order, progress=ctx.progress,
-            allocation=config.allocation,
+            allocation=config.allocation, checkpoint_dir=config.checkpoint_dir, resume_dir=config.resume_dir,
         )
         result = StageResult(method=self.name)
         for name, reason in res.skipped.items():
             result.layers[name] = {"status": "skipped", "reason": reason}
         for name, sparsity in res.layer_sparsity.items():
             result.layers[name] = {"status": "pruned", "pattern": "unstructured", "sparsity": sparsity}
+        if res.resumed_from is not None:
+            result.notes.append(f"resumed from {res.resumed_from}; the earlier rounds' numbers come from it")
         for r in res.rounds:  # decisions never read test; the test column is reported for the final table
             ctl = "" if r.control_val_accuracy is None else (
                 f", control val {r.control_val_accuracy:.4f} test {r.control_test_accuracy:.4f}")

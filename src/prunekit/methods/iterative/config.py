@@ -7,18 +7,19 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from prunekit.config import Config
 from prunekit.errors import PrunekitError
 from prunekit.methods.structured.config import StructuredConfig, StructuredTarget
 from prunekit.training.allocation import AllocationConfig
 from prunekit.training.distill import DistillConfig
+from prunekit.training.finetune_config import CheckpointFolders
 
 STRUCTURED_IMPORTANCE = StructuredConfig.model_fields["importance"].annotation.__args__  # type: ignore[union-attr]
 MASK_IMPORTANCE = ("l1", "l2")
 
 
-class IterativeConfig(Config):
-    """Prune -> fine-tune, `steps` times, to a final target; decisions on the validation split only."""
+class IterativeConfig(CheckpointFolders):
+    """Prune -> fine-tune, `steps` times, to a final target; decisions on the validation split only. With a
+    checkpoint folder (`checkpoint_dir` / `resume_dir`) every accepted step is checkpointed, and a resume skips them."""
 
     kind: Literal["structured", "mask"] = Field(
         description="structured: remove whole channels (the model gets smaller; needs `target`); mask: zero weights "

@@ -6,6 +6,8 @@ mask: each step runs the `magnitude` method at the step's sparsity (already-prun
 only shrink); masks stay attached, as with `gmp`.
 Fine-tuning: a fresh AdamW with cosine decay per step, on deterministic batches of the train split (the shared loop
 of `prunekit.training.finetune_loop`), optionally distilled from the dense model. Decisions read the validation split only; the test split is never read.
+With a checkpoint folder, each accepted step is checkpointed and a resumed run skips the finished steps
+(`methods.iterative.resume`).
 With `max_accuracy_drop`, a step whose val accuracy after its fine-tune falls more than that below the dense val
 accuracy is undone (the model returns, in place, to a copy taken before the step) and pruning stops.
 """
@@ -26,6 +28,7 @@ from prunekit.importance import magnitude
 from prunekit.masks import current_mask, masked_modules
 from prunekit.methods.base import Method, PruneContext, StageResult, register_method
 from prunekit.methods.iterative.config import IterativeConfig
+from prunekit.methods.iterative.resume import resume, save_step
 from prunekit.methods.magnitude.config import MagnitudeConfig
 from prunekit.methods.magnitude.method import MagnitudeMethod
 from prunekit.methods.mask_pipeline import _drop_unsupported, protected_layers, run_mask_pruning
@@ -125,17 +128,29 @@ class IterativeMethod(Method):
         batches = Batches(train, config.batch_size, config.seed, model_device(model))
         per_round = config.finetune_epochs * batches.per_epoch
         stepper = _Stepper(model, config, ctx)
-        dense_acc = evaluate_classifier(model, val)
         label = stepper.describe()
-        notes = [f"dense val accuracy {dense_acc:.4f}"]
         distiller = None
         if config.distill is not None and per_round:
             distiller = Distiller(teacher_source(model, ctx), config.distill)  # a frozen copy, taken before pruning
-            notes.append(f"fine-tuning distilled from the dense model (T={config.distill.temperature:g}, "
-                         f"alpha={config.distill.alpha:g})")
         torch.manual_seed(config.seed)  # dropout and other global-RNG use during fine-tuning
+        resume_notes: list[str] = []
+        resumed = resume(config, model, stepper.pruner, resume_notes)  # after the teacher: it is the dense model
         accepted_layers: dict[str, dict[str, Any]] = {}
+        if resumed is None:
+            dense_acc = evaluate_classifier(model, val)
+            notes = [f"dense val accuracy {dense_acc:.4f}"]
+            if distiller is not None:
+                notes.append(f"fine-tuning distilled from the dense model (T={config.distill.temperature:g}, "
+                             f"alpha={config.distill.alpha:g})")
+            first = 0
+        else:
+            dense_acc, notes, accepted_layers = resumed["dense_acc"], resumed["notes"], resumed["layers"]
+            first = resumed["done"]
+            resume_notes.append(f"resumed from {resumed['path']} after step {first} of {config.steps}")
+        notes.extend(resume_notes)
         for i, goal in enumerate(config.step_goals()):
+            if i < first:  # done before the interruption: restored from the checkpoint
+                continue
             start = time.perf_counter()
             snapshot = copy.deepcopy(model) if config.max_accuracy_drop is not None else None
             plan = get_plan(model)
@@ -165,6 +180,7 @@ class IterativeMethod(Method):
                 break
             notes.append(line)
             accepted_layers = stepper.layers
+            save_step(config, model, stepper.pruner, i + 1, dense_acc=dense_acc, notes=notes, layers=accepted_layers)
         model.eval()
         result = StageResult(method=self.name, layers=accepted_layers, notes=notes)
         if stepper.pruner is not None:  # what the structured engine warned about (its routine notes are left out)

@@ -28,7 +28,10 @@ class Schedule:
         """The config of step `index`, its target relative to the model as it is now (config itself for 1 step)."""
         if self.steps == 1:
             return config
-        goal = self.ratio ** ((index + 1) / self.steps)
+        return self.goal_config(config, graph, self.ratio ** ((index + 1) / self.steps))
+
+    def goal_config(self, config: StructuredConfig, graph: DependencyGraph, goal: float) -> StructuredConfig:
+        """The config whose target takes the model as it is now to `goal`, a ratio of the ORIGINAL model."""
         if self.kind in ("width_ratio", "latency_ratio"):  # reached ratios multiply step over step
             rel = goal / self.overall
         else:
