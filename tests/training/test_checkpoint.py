@@ -86,7 +86,7 @@ def _final_state(model):
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
-@pytest.mark.slow
+# Not marked slow (~5 s): CI must prove that resume after kill -9 is exact.
 def test_resume_after_kill_9_matches_an_uninterrupted_run(tmp_path):
     ckpt_dir = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -132,7 +132,7 @@ def test_removal_equals_zeroed_heads_and_plan_replays():
     x = {"input_ids": ids[:8], "attention_mask": torch.ones_like(ids[:8])}
     graph = DependencyGraph.build(model, x)
     blocks = find_attention_heads(model, graph)
-    from prunekit.methods.head_taylor.method import remove_heads
+    from prunekit.methods.head_taylor.surgery import remove_heads
 
     chosen = {blocks[0].name: [0, 3], blocks[1].name: [1]}
     with torch.no_grad(), zeroed_heads(model, blocks, chosen):
@@ -319,3 +319,35 @@ def test_bert_result_reloads_with_prunekit_load(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(loaded(input_ids=ids[:4]).logits, model(input_ids=ids[:4]).logits)
     assert loaded.bert.encoder.layer[1].attention.self.query.out_features == 16
+
+
+def test_head_pruner_in_a_user_loop_scores_removes_and_keeps_training():
+    from prunekit.methods.head_taylor import HeadPruner
+
+    model, ids, y = _tiny_bert(train_steps=20)
+    base = copy.deepcopy(model)
+    hp = HeadPruner(model, {"input_ids": ids[:2]})
+    assert list(hp.heads.values()) == [4, 4]
+
+    def loss_fn(m, b):
+        return nn.functional.cross_entropy(m(input_ids=b[0]).logits, b[1])
+
+    batches = [(ids[i:i + 64], y[i:i + 64]) for i in range(0, 256, 64)]
+    scores = hp.score(batches, loss_fn)
+    want = heads_to_remove(scores, 1, True)  # the lowest head of each layer, as the pure selection says
+    removed, notes = hp.remove(scores, 1)
+    assert removed == want and any("verify: ok" in n for n in notes)
+    assert list(hp.heads.values()) == [3, 3]  # re-traced: the next round scores the heads left
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)  # rebuilt after the surgery, as the docstring says
+    before = [p.detach().clone() for p in model.parameters()]
+    loss = loss_fn(model, batches[0])
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))
+    removed, _ = hp.remove(hp.score(batches[:2], loss_fn), 2, uniform=False)  # global: 2 heads in total
+    assert sum(hp.heads.values()) == 4 and sum(len(v) for v in removed.values()) == 2
+    replayed = apply_plan(base, get_plan(model))  # both removals recorded: the shapes replay
+    assert [p.shape for p in replayed.parameters()] == [p.shape for p in model.parameters()]
+    with pytest.raises(PrunekitError, match="count 0 is invalid"):
+        hp.remove(scores, 0)

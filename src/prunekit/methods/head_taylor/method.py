@@ -16,7 +16,6 @@ inputs; a text item (a string, e.g. shakespeare-genre passages) is tokenized wit
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -24,15 +23,13 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, default_collate
 
 from prunekit.errors import PrunekitError
-from prunekit.graph import DependencyGraph, get_tensor, remove_slices
-from prunekit.importance.head_taylor import heads_to_remove, normalize_layers
+from prunekit.importance.head_taylor import normalize_layers
 from prunekit.methods.base import Method, PruneContext, StageResult, register_method
 from prunekit.methods.head_taylor.config import HeadTaylorConfig
-from prunekit.methods.structured.hf_config import apply_config_edit, find_config_edit, is_hf_model, state_shapes
-from prunekit.methods.structured.plan import PlanGroup, PlanSlice, PlanStep, record_step
+from prunekit.methods.head_taylor.surgery import HeadPruner
 from prunekit.training.distill import Distiller, model_logits
 from prunekit.training.finetune_loop import teacher_source
-from prunekit.training.head_importance import HeadBlock, find_attention_heads, head_importance
+from prunekit.training.head_importance import HeadBlock, head_importance
 
 
 class _Feeder:
@@ -100,45 +97,6 @@ class _Feeder:
         return correct / len(ds)
 
 
-def remove_heads(model: nn.Module, graph: DependencyGraph, blocks: list[HeadBlock], remove: dict[str, list[int]],
-                 verify: bool = True) -> tuple[PlanStep, str | None]:
-    """Cut the given heads ({block name: head indices}) with the graph's groups; returns the plan step (recorded by
-    the caller) and the verify note. On a failed check the model is restored and PrunekitError raised."""
-    by_name = {b.name: b for b in blocks}
-    step, keep = PlanStep(), {}
-    for name, heads in remove.items():
-        block = by_name[name]
-        group = graph.groups[block.group]
-        units = [block.units[h] for h in heads]
-        mask = torch.ones(group.size, dtype=torch.bool)
-        mask[units] = False
-        keep[group.id] = mask
-        slices = tuple(PlanSlice(t, d, tuple(ix)) for t, d, ix in group.slices(units))
-        step.groups.append(PlanGroup(group.name, group.size, group.size - len(units), slices))
-    for tensor in step.removals():
-        step.shapes[tensor] = list(get_tensor(model, tensor).shape)
-    undo = remove_slices(model, step.removals())
-    if not verify:
-        return step, None
-    verdict = graph.verify(model, keep)
-    if not verdict.ok:
-        undo.restore()
-        raise PrunekitError(f"head_taylor: equivalence check failed after removing heads ({verdict.detail}); the "
-                            "model was left unchanged")
-    return step, f"verify: ok, max |pruned - reference| {verdict.max_abs_error:.2g}"
-
-
-def _edit_config(model: nn.Module, graph: DependencyGraph, step: PlanStep) -> str:
-    edit = find_config_edit(model, state_shapes(model), fixed=graph.fixed_sizes)
-    if edit is None:
-        return ("hf_config: the config cannot express these sizes (per-layer head counts, or a head size derived "
-                "from hidden_size / num_attention_heads as in BERT); NOT edited: the plan rebuilds the model "
-                "(prunekit.load, apply_plan)")
-    step.config = dict(edit)
-    changes = apply_config_edit(model, edit)
-    return "hf_config: " + (", ".join(changes) if changes else "unchanged") + "; from_pretrained rebuilds these shapes"
-
-
 def _scores(model: nn.Module, blocks: list[HeadBlock], feeder: _Feeder, train: Dataset, config: HeadTaylorConfig,
             i: int) -> dict[str, Tensor]:
     """Per-head scores of step `i` by `config.importance`."""
@@ -173,8 +131,8 @@ class HeadTaylorMethod(Method):
         train, val = _splits(ctx.data)
         feeder = _Feeder(model, config)
         trace = _trace_inputs(ctx, feeder, train)
-        blocks = find_attention_heads(model, DependencyGraph.build(model, trace))
-        start = {b.name: b.heads for b in blocks}
+        pruner = HeadPruner(model, trace, verify=config.verify)  # raises when the model has no attention heads
+        start = pruner.heads
         total_heads = sum(start.values())
         if config.uniform and len(set(start.values())) > 1:
             counts = sorted(set(start.values()))
@@ -197,23 +155,16 @@ class HeadTaylorMethod(Method):
         removed = 0
         left = dict(start)  # a layer left with one unit may have no prunable group any more: counted here
         for i in range(1, config.steps + 1):
-            graph = DependencyGraph.build(model, trace)
-            blocks = find_attention_heads(model, graph)
             share = round(goal * i / config.steps) - removed
             if share > 0:
-                scores = normalize_layers(_scores(model, blocks, feeder, train, config, i), config.normalize)
-                for b in blocks:  # heads the graph froze are never chosen
-                    scores[b.name][list(b.frozen)] = math.inf
-                remove = heads_to_remove(scores, share, config.uniform, config.min_heads)
-                step, verified = remove_heads(model, graph, blocks, remove, config.verify)
-                hf_note = _edit_config(model, graph, step) if is_hf_model(model) else None
-                record_step(model, step)
+                scores = normalize_layers(_scores(model, pruner.blocks, feeder, train, config, i), config.normalize)
+                remove, step_notes = pruner.remove(scores, share, uniform=config.uniform, min_heads=config.min_heads)
                 got = sum(len(v) for v in remove.values())
                 for name, heads in remove.items():
                     left[name] -= len(heads)
                 removed += share if config.uniform else got
                 notes.append(f"step {i}/{config.steps}: removed {got} head(s) in {len(remove)} layer(s)"
-                             + "".join(f"; {n}" for n in (verified, hf_note) if n))
+                             + "".join(f"; {n}" for n in step_notes))
             self._finetune(model, feeder, train, config, i, distiller)
             if val is not None:
                 notes.append(f"step {i}/{config.steps}: val accuracy {feeder.accuracy(val):.4f}")
