@@ -52,55 +52,18 @@ from torch.nn.utils import parametrize
 
 from prunekit.config.targets import select_targets
 from prunekit.errors import PrunekitError
-from prunekit.importance.movement import StraightThrough, sigmoid_l1, threshold_keep, topk_keep
+from prunekit.importance.movement import sigmoid_l1
 from prunekit.masks import KeepMask, attach_mask, current_mask
 from prunekit.methods.base import PruneContext, StageResult
 from prunekit.methods.mask_pipeline import protected_layers
 from prunekit.training.allocation import layer_sparsities
 from prunekit.training.lifecycle import FINAL, NEW, PREPARED, check_finalize, check_fresh, check_prepare, check_step
 from prunekit.training.movement_config import MovementPrunerConfig
+from prunekit.training.movement_scores import MovementScores
 
 __all__ = ["MovementPruner", "MovementPrunerConfig", "MovementScores"]
 
 STATE_FORMAT = 1
-
-
-class MovementScores(nn.Module):
-    """Parametrization `w -> w * mask(scores)` with a learnable `scores` tensor (straight-through gradient).
-
-    `base` (optional) is a keep_mask an earlier stage attached: those weights stay pruned whatever their score.
-    The boolean mask is cached per (scores version, sparsity / threshold), so evaluation does not re-rank.
-    """
-
-    def __init__(self, scores: Tensor, mode: str, base: Tensor | None, min_keep: int, tau: float) -> None:
-        super().__init__()
-        self.scores = nn.Parameter(scores.detach().clone().float())
-        self.register_buffer("base", base.clone() if base is not None else None)
-        self.mode, self.min_keep, self.tau = mode, min_keep, tau
-        self.sparsity = 0.0
-        self._cache: tuple[Any, Tensor] | None = None
-
-    @torch.no_grad()
-    def keep(self) -> Tensor:
-        """The current boolean keep_mask (True = kept)."""
-        key = (self.scores._version, self.scores.data_ptr(), self.sparsity, self.tau)
-        if self._cache is not None and self._cache[0] == key:
-            return self._cache[1]
-        s = self.scores if self.base is None else self.scores.masked_fill(~self.base, float("-inf"))
-        if self.mode == "hard":
-            keep = topk_keep(s, self.sparsity)
-        else:
-            keep = threshold_keep(s, self.tau, self.min_keep)
-        if self.base is not None:
-            keep &= self.base
-        self._cache = (key, keep)
-        return keep
-
-    def forward(self, weight: Tensor) -> Tensor:
-        return weight * StraightThrough.apply(self.scores, self.keep()).to(weight.dtype)
-
-    def extra_repr(self) -> str:
-        return f"mode={self.mode}, shape={tuple(self.scores.shape)}, sparsity={self.sparsity:.4f}"
 
 
 class MovementPruner:
