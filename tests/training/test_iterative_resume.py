@@ -26,8 +26,8 @@ KINDS = {
 }
 
 
-def _run(kind, **folders):
-    model = toy_model()
+def _run(kind, model=None, **folders):
+    model = toy_model() if model is None else model
     report = prunekit.prune(model, stage("iterative", steps=3, finetune_epochs=1, batch_size=32, lr=3e-3,
                                          distill={"temperature": 2.0, "alpha": 0.5}, **KINDS[kind], **folders),
                             X, data=toy_data())
@@ -52,9 +52,16 @@ def test_interrupted_run_resumes_to_the_same_model(kind, tmp_path, monkeypatch):
     monkeypatch.setattr(iterative, "train_steps", dies_in_step_2)
     with pytest.raises(Interrupted):
         _run(kind, checkpoint_dir=str(tmp_path / "ck"))
-    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["latest.json", "step-00000001"]
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["latest.json", "step-00000001",
+                                                                   "teacher.safetensors"]
     monkeypatch.setattr(iterative, "train_steps", real)
-    resumed, notes = _run(kind, resume_dir=str(tmp_path / "ck"))
+    assert (tmp_path / "ck" / "teacher.safetensors").is_file()  # the dense teacher, saved once
+    stranger = toy_model()
+    with torch.no_grad():  # handed other weights: the checkpoint restores the student, teacher.safetensors the teacher
+        for p in stranger.parameters():
+            p.mul_(-0.5)
+    resumed, notes = _run(kind, model=stranger, resume_dir=str(tmp_path / "ck"))
+    assert any(n.startswith("distillation teacher restored from") for n in notes)
     assert any(n.startswith(f"resumed from {tmp_path / 'ck' / 'step-00000001'} after step 1 of 3") for n in notes)
     a, b = whole.state_dict(), resumed.state_dict()
     assert a.keys() == b.keys()
@@ -66,7 +73,8 @@ def test_interrupted_run_resumes_to_the_same_model(kind, tmp_path, monkeypatch):
         assert plan_a.to_dict() == plan_b.to_dict() and len(plan_a.steps) == 3
     steps = [n.split(", val accuracy")[0] for n in whole_notes if n.startswith("step ")]
     assert [n.split(", val accuracy")[0] for n in notes if n.startswith("step ")] == steps
-    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["latest.json", "step-00000003"]
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["latest.json", "step-00000003",
+                                                                   "teacher.safetensors"]
 
 
 def test_a_checkpoint_of_other_settings_is_refused(tmp_path):

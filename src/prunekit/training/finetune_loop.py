@@ -119,12 +119,14 @@ def teacher_source(model: nn.Module, ctx: Any) -> nn.Module:
 
 
 def make_distiller(source: nn.Module, cfg: FinetuneFields, ckpt: Checkpoint | None,
-                   notes: list[str]) -> Distiller | None:
+                   notes: list[str], checkpointing: bool | None = None) -> Distiller | None:
     """A Distiller whose frozen teacher is a copy of `source`, or None when `cfg.distill` is unset.
 
     A resumed run's teacher must be the one the interrupted run had, whatever model the resumed run was handed (a
     checkpoint restores the student's weights, not the teacher's): so a checkpointing run writes the teacher's
     weights once, atomically, to `<checkpoint folder>/teacher.safetensors`, and a resume loads them from there.
+    `checkpointing` says whether the run writes checkpoints (default: `cfg.checkpoint_every` is set; `iterative`
+    checkpoints after every step whenever it has a folder).
     """
     if cfg.distill is None:
         return None
@@ -139,7 +141,9 @@ def make_distiller(source: nn.Module, cfg: FinetuneFields, ckpt: Checkpoint | No
         _load_into(distiller.teacher, load_file(str(path)), path)
         notes.append(f"distillation teacher restored from {path}")
     distributed.broadcast_module(distiller.teacher)
-    if cfg.checkpoint_every is not None and cfg.save_dir is not None and distributed.is_main():
+    if checkpointing is None:
+        checkpointing = getattr(cfg, "checkpoint_every", None) is not None
+    if checkpointing and cfg.save_dir is not None and distributed.is_main():
         from safetensors.torch import save
 
         Path(cfg.save_dir).mkdir(parents=True, exist_ok=True)

@@ -35,9 +35,10 @@ from prunekit.methods.mask_pipeline import _drop_unsupported, protected_layers, 
 from prunekit.methods.structured.plan import get_plan
 from prunekit.patterns import parse_pattern
 from prunekit.training.allocation import layer_sparsities
-from prunekit.training.distill import Distiller
 from prunekit.training.finetune_loop import (
     Batches,
+    find_checkpoint,
+    make_distiller,
     make_optimizer,
     model_device,
     require_splits,
@@ -129,12 +130,14 @@ class IterativeMethod(Method):
         per_round = config.finetune_epochs * batches.per_epoch
         stepper = _Stepper(model, config, ctx)
         label = stepper.describe()
-        distiller = None
-        if config.distill is not None and per_round:
-            distiller = Distiller(teacher_source(model, ctx), config.distill)  # a frozen copy, taken before pruning
-        torch.manual_seed(config.seed)  # dropout and other global-RNG use during fine-tuning
         resume_notes: list[str] = []
-        resumed = resume(config, model, stepper.pruner, resume_notes)  # after the teacher: it is the dense model
+        ckpt = find_checkpoint(config, resume_notes)  # type: ignore[arg-type]  (reads only resume_dir)
+        distiller = None
+        if per_round:  # a frozen copy of the dense model, taken before pruning; on resume, the saved teacher
+            distiller = make_distiller(teacher_source(model, ctx), config, ckpt, resume_notes,  # type: ignore[arg-type]
+                                       checkpointing=True)
+        torch.manual_seed(config.seed)  # dropout and other global-RNG use during fine-tuning
+        resumed = resume(config, model, stepper.pruner, ckpt)
         accepted_layers: dict[str, dict[str, Any]] = {}
         if resumed is None:
             dense_acc = evaluate_classifier(model, val)

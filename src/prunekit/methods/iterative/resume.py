@@ -21,8 +21,7 @@ from prunekit.errors import PrunekitError
 from prunekit.masks import attach_mask, current_mask, masked_modules
 from prunekit.methods.iterative.config import IterativeConfig
 from prunekit.training import distributed
-from prunekit.training.checkpoint import save_checkpoint
-from prunekit.training.finetune_loop import find_checkpoint
+from prunekit.training.checkpoint import Checkpoint, save_checkpoint
 
 FOLDER_FIELDS = {"checkpoint_dir", "resume_dir"}
 
@@ -66,15 +65,15 @@ def save_step(config: IterativeConfig, model: nn.Module, pruner: Any, done: int,
                     extra=extra)
 
 
-def resume(config: IterativeConfig, model: nn.Module, pruner: Any, notes: list[str]) -> dict[str, Any] | None:
-    """Restore the latest checkpoint of `config.resume_dir` onto `model` (pruning state, weights, RNG).
+def resume(config: IterativeConfig, model: nn.Module, pruner: Any, ckpt: Checkpoint | None) -> dict[str, Any] | None:
+    """Restore `ckpt` (the latest checkpoint of `config.resume_dir`, `finetune_loop.find_checkpoint`) onto `model`
+    (pruning state, weights, RNG).
 
-    Returns None when there is none (a note says so), else {"done": steps done, "dense_acc", "notes", "layers"}.
+    Returns None when there is none, else {"done": steps done, "dense_acc", "notes", "layers", "path"}.
 
     Raises:
         PrunekitError: the checkpoint was made with other settings, or does not fit the model.
     """
-    ckpt = find_checkpoint(config, notes)  # type: ignore[arg-type]  (reads only resume_dir)
     if ckpt is None:
         return None
     extra = ckpt.extra
