@@ -60,3 +60,22 @@ def check_fresh(pruner: Any) -> None:
     """load_state_dict() replaces prepare(): only on a new pruner."""
     if pruner.phase != NEW:
         raise PrunekitError(f"{_who(pruner)}.load_state_dict() needs a fresh pruner; call it instead of prepare()")
+
+
+def check_total_steps(total_steps: Any) -> int | None:
+    """A pruner's `total_steps` argument: None or a positive integer."""
+    if total_steps is not None and (isinstance(total_steps, bool) or not isinstance(total_steps, int)
+                                    or total_steps < 1):
+        raise PrunekitError(f"total_steps must be a positive integer, got {total_steps!r}")
+    return total_steps
+
+
+def build_schedule(pruner: Any, schedule: Any, final: float) -> Any:
+    """The pruner's `step -> sparsity` function from its ScheduleConfig, reaching `final` (uses `total_steps`)."""
+    who = _who(pruner)
+    if schedule.end is None and pruner.total_steps is None:
+        raise PrunekitError(f"{who}.prepare(): schedule end is not set and total_steps is unknown; pass "
+                            f"{who}(..., total_steps=N) or set schedule.end (the step where the final sparsity is "
+                            "reached)")
+    return schedule.build(final, pruner.total_steps)
+

@@ -57,7 +57,17 @@ from prunekit.masks import KeepMask, attach_mask, current_mask
 from prunekit.methods.base import PruneContext, StageResult
 from prunekit.methods.mask_pipeline import protected_layers
 from prunekit.training.allocation import layer_sparsities
-from prunekit.training.lifecycle import FINAL, NEW, PREPARED, check_finalize, check_fresh, check_prepare, check_step
+from prunekit.training.lifecycle import (
+    FINAL,
+    NEW,
+    PREPARED,
+    build_schedule,
+    check_finalize,
+    check_fresh,
+    check_prepare,
+    check_step,
+    check_total_steps,
+)
 from prunekit.training.movement_config import MovementPrunerConfig
 from prunekit.training.movement_scores import MovementScores
 
@@ -83,8 +93,7 @@ class MovementPruner:
         if not isinstance(config, MovementPrunerConfig):
             raise PrunekitError(f"MovementPruner config must be a MovementPrunerConfig or a dict, "
                                 f"got {type(config).__name__}")
-        if total_steps is not None and (not isinstance(total_steps, int) or total_steps < 1):
-            raise PrunekitError(f"total_steps must be a positive integer, got {total_steps!r}")
+        check_total_steps(total_steps)
         self.model, self.config, self.total_steps = model, config, total_steps
         self._ctx = PruneContext(execution_order=execution_order)
         self.phase = NEW
@@ -117,11 +126,8 @@ class MovementPruner:
 
     def _build_schedule(self) -> None:
         cfg = self.config
-        if cfg.schedule.end is None and self.total_steps is None:
-            raise PrunekitError("MovementPruner.prepare(): schedule end is not set and total_steps is unknown; pass "
-                                "MovementPruner(..., total_steps=N) or set schedule.end")
         final = cfg.target_sparsity if cfg.mode == "hard" else 0.5  # soft: only the ramp's shape is used
-        self.schedule = cfg.schedule.build(final, self.total_steps)
+        self.schedule = build_schedule(self, cfg.schedule, final)
 
     def _attach_all(self, layers: list[str]) -> None:
         modules = dict(self.model.named_modules())

@@ -55,7 +55,17 @@ from prunekit.methods.base import PruneContext, StageResult
 from prunekit.methods.mask_pipeline import _drop_unsupported, protected_layers, run_mask_pruning
 from prunekit.patterns import parse_pattern
 from prunekit.training.allocation import layer_sparsities
-from prunekit.training.lifecycle import FINAL, NEW, PREPARED, check_finalize, check_fresh, check_prepare, check_step
+from prunekit.training.lifecycle import (
+    FINAL,
+    NEW,
+    PREPARED,
+    build_schedule,
+    check_finalize,
+    check_fresh,
+    check_prepare,
+    check_step,
+    check_total_steps,
+)
 from prunekit.training.pruner_config import PrunerConfig
 
 __all__ = ["Pruner", "PrunerConfig"]
@@ -86,8 +96,7 @@ class Pruner:
             config = PrunerConfig(**config)
         if not isinstance(config, PrunerConfig):
             raise PrunekitError(f"Pruner config must be a PrunerConfig or a dict, got {type(config).__name__}")
-        if total_steps is not None and (not isinstance(total_steps, int) or total_steps < 1):
-            raise PrunekitError(f"total_steps must be a positive integer, got {total_steps!r}")
+        check_total_steps(total_steps)
         self.model = model
         self.config = config
         self.total_steps = total_steps
@@ -122,13 +131,7 @@ class Pruner:
         return self
 
     def _build_schedule(self) -> None:
-        cfg = self.config
-        if cfg.schedule.end is None and self.total_steps is None:
-            raise PrunekitError(
-                "Pruner.prepare(): schedule end is not set and total_steps is unknown; pass "
-                "Pruner(..., total_steps=N) or set schedule.end (the step where the final sparsity is reached)"
-            )
-        self.schedule = cfg.schedule.build(cfg.target_sparsity, self.total_steps)
+        self.schedule = build_schedule(self, self.config.schedule, self.config.target_sparsity)
 
     def attach_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
         """Zero this optimizer's per-weight state on pruned entries at every step from now on."""

@@ -61,7 +61,16 @@ from prunekit.methods.structured.method import (
 from prunekit.methods.structured.plan import PlanStep, PruningPlan, apply_plan, get_plan, record_step
 from prunekit.methods.structured.schedule import Schedule
 from prunekit.training.bn import recalibrate_batchnorm
-from prunekit.training.lifecycle import FINAL, NEW, PREPARED, check_finalize, check_fresh, check_prepare, check_step
+from prunekit.training.lifecycle import (
+    FINAL,
+    NEW,
+    PREPARED,
+    check_finalize,
+    check_fresh,
+    check_prepare,
+    check_step,
+    check_total_steps,
+)
 from prunekit.training.optim_rebind import rebind_optimizer
 from prunekit.training.structured_pruner_config import StructuredPrunerConfig
 
@@ -120,8 +129,7 @@ class StructuredPruner:
             raise PrunekitError(
                 f"StructuredPruner config must be a StructuredPrunerConfig or a dict, got {type(config).__name__}"
             )
-        if total_steps is not None and (not isinstance(total_steps, int) or total_steps < 1):
-            raise PrunekitError(f"total_steps must be a positive integer, got {total_steps!r}")
+        check_total_steps(total_steps)
         if example_inputs is None:
             raise PrunekitError("StructuredPruner needs example_inputs (a batch the model accepts) to trace the model")
         self.model, self.config, self.total_steps, self.optimizer = model, config, total_steps, optimizer
